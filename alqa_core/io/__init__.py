@@ -1,0 +1,1 @@
+"""Reading and writing CT data: NIfTI (nibabel), DICOM (pydicom), atomic files."""

@@ -1,0 +1,174 @@
+"""Typed volumes: an array on a world grid.
+
+Axes follow nibabel: the array is indexed ``[i, j, k]`` (``k`` is the slice
+axis for axial CT) and ``affine`` maps voxel indices to RAS+ world
+coordinates in millimetres, exactly as stored in a NIfTI header. DICOM's LPS
+patient coordinates are converted on read, so every volume in alqa shares
+one convention.
+
+Arrays are made read-only on construction: no function in alqa mutates its
+inputs, and this makes an accidental in-place edit fail loudly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Geometry comparisons use this tolerance unless told otherwise.
+GRID_TOLERANCE_MM = 1e-3
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the three array axes (column norms)."""
+    a = np.asarray(affine, dtype=np.float64)
+    return tuple(float(v) for v in np.linalg.norm(a[:3, :3], axis=0))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = np.asarray(array)
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A voxel grid in world space: shape plus voxel-to-RAS affine (mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "affine", _frozen(np.asarray(self.affine, dtype=np.float64)))
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+    def matches(self, other: "Grid", tolerance_mm: float = GRID_TOLERANCE_MM) -> bool:
+        """Same shape, and every voxel centre within ``tolerance_mm``."""
+        if tuple(self.shape) != tuple(other.shape):
+            return False
+        return grid_mismatch_mm(self, other) <= tolerance_mm
+
+
+def grid_mismatch_mm(a: Grid, b: Grid) -> float:
+    """Largest distance (mm) between corresponding corner voxel centres."""
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, a.shape[0] - 1) for j in (0, a.shape[1] - 1) for k in (0, a.shape[2] - 1)]
+    ).T
+    return float(np.abs(a.affine @ corners - b.affine @ corners)[:3].max())
+
+
+@dataclass(frozen=True, eq=False)
+class CTVolume:
+    """A CT image in Hounsfield units (float32), shape ``(i, j, k)``."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "array", _frozen(np.asarray(self.array, dtype=np.float32)))
+        object.__setattr__(self, "affine", _frozen(np.asarray(self.affine, dtype=np.float64)))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.array.shape[:3], self.affine)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelMap:
+    """An integer label volume, shape ``(i, j, k)``; 0 is background.
+
+    ``values`` are in whatever numbering ``class_map_name`` says; after
+    :func:`alqa_core.organs.remap_labels` they are organ-table values.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    class_map_name: str = "organ_table"
+
+    def __post_init__(self):
+        arr = np.asarray(self.array)
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"LabelMap needs an integer array, got {arr.dtype}")
+        object.__setattr__(self, "array", _frozen(arr))
+        object.__setattr__(self, "affine", _frozen(np.asarray(self.affine, dtype=np.float64)))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.array.shape[:3], self.affine)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return spacing_from_affine(self.affine)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+
+@dataclass(frozen=True, eq=False)
+class SoftPrediction:
+    """Per-organ probabilities of one member for one case.
+
+    ``array`` is uint8 with shape ``(C, i, j, k)`` and holds ``round(p * 255)``;
+    channel ``c`` is organ ``organs[c]`` (names from the organ table, background
+    excluded). Heads are per-organ sigmoids, so channels need not sum to one.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    organs: tuple[str, ...]
+    member: str = ""
+
+    def __post_init__(self):
+        arr = np.asarray(self.array)
+        if arr.dtype != np.uint8 or arr.ndim != 4:
+            raise TypeError(f"SoftPrediction needs a uint8 (C, i, j, k) array, got {arr.dtype} {arr.shape}")
+        if arr.shape[0] != len(self.organs):
+            raise ValueError(f"SoftPrediction has {arr.shape[0]} channels for {len(self.organs)} organs")
+        object.__setattr__(self, "array", _frozen(arr))
+        object.__setattr__(self, "affine", _frozen(np.asarray(self.affine, dtype=np.float64)))
+        object.__setattr__(self, "organs", tuple(self.organs))
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.array.shape[1:4], self.affine)
+
+    def probabilities(self) -> np.ndarray:
+        """Float32 probabilities in [0, 1] (a new array)."""
+        return self.array.astype(np.float32) / np.float32(255.0)
+
+
+def quantize_probabilities(p: np.ndarray) -> np.ndarray:
+    """Float probabilities in [0, 1] to the stored uint8 form ``round(p * 255)``."""
+    return np.clip(np.rint(np.asarray(p, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+__all__ = [
+    "GRID_TOLERANCE_MM",
+    "Grid",
+    "CTVolume",
+    "LabelMap",
+    "SoftPrediction",
+    "grid_mismatch_mm",
+    "quantize_probabilities",
+    "spacing_from_affine",
+]

@@ -1,0 +1,40 @@
+"""Shared test configuration.
+
+Slow tests (training to a Dice target, full rounds) are marked ``slow``. The
+quick developer loop (plain ``pytest``) skips them; the README's test command
+(``scripts/test.sh``) passes ``--run-slow`` so CI runs everything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or os.environ.get("ALQA_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (the README's test command does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_ct_dir() -> Path:
+    """The real abdominal CT of ../shared/data/real-ct-dicom (DICOM series + TotalSegmentator labels)."""
+    path = SHARED_DATA / "real-ct-dicom"
+    if not (path / "series").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path}: the shared real CT is missing; CI must have ../shared beside the clone")
+        pytest.skip(f"{path} not present (clone this repo beside the project's shared/ folder)")
+    return path
