@@ -1,0 +1,118 @@
+"""The catalog: tabular facts as Parquet files, one per (table, partition), read through DuckDB.
+
+Layout: ``<root>/<table>/<partition>.parquet``. A writer only ever replaces
+its own partition file, atomically (temporary file, then rename), so any
+number of concurrent materializations write without a shared database file
+and hence without DuckDB lock errors. Readers open an in-memory DuckDB
+connection with one view per table over ``read_parquet('<table>/*.parquet')``,
+which works the same on a local folder and on object storage.
+
+Append-only tables (submissions, QA grades) use a fresh partition name per
+row batch (e.g. the submission id), so history is never overwritten.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import duckdb
+import pandas as pd
+
+from alqa_core.io.atomic import atomic_path
+
+#: table -> the columns every row must have (more columns are allowed).
+TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "cases": ("case_id", "dataset", "split"),
+        "geometry": ("case_id",),
+        "attention_case": ("case_id", "round"),
+        "attention_organ": ("case_id", "round", "organ"),
+        "attention_slice": ("case_id", "round", "organ", "slice"),
+        "priority": ("round", "rank", "case_id"),
+        "queue": ("round", "case_id"),
+        "submissions": ("submission_id", "case_id", "status"),
+        "provenance": ("case_id", "organ", "source"),
+        "qa_grades": ("case_id", "grade", "grader"),
+        "metrics": ("case_id", "organ"),
+        "rounds": ("round",),
+        "effort": ("submission_id", "case_id"),
+        "checkpoints": ("arch", "round"),
+        "simulation": ("strategy", "round"),
+    }
+)
+
+_PARTITION_RE = re.compile(r"^[A-Za-z0-9_.=-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A folder of Parquet tables. Cheap to construct; holds no connection."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    # -- writing ---------------------------------------------------------
+    def path_of(self, table: str, partition: str) -> Path:
+        _check_table(table)
+        if not _PARTITION_RE.match(partition) or partition.startswith("."):
+            raise ValueError(f"invalid catalog partition name {partition!r} for table {table!r}")
+        return self.root / table / f"{partition}.parquet"
+
+    def write(self, table: str, partition: str, frame: pd.DataFrame) -> Path:
+        """Replace ``table``'s ``partition`` with ``frame`` (atomically)."""
+        _check_table(table)
+        missing = [c for c in TABLES[table] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"catalog table {table!r} needs columns {missing}; got {list(frame.columns)}")
+        target = self.path_of(table, partition)
+        with atomic_path(target) as tmp:
+            frame.reset_index(drop=True).to_parquet(tmp, index=False)
+        return target
+
+    # -- reading ---------------------------------------------------------
+    def partitions(self, table: str) -> list[str]:
+        _check_table(table)
+        folder = self.root / table
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[: -len(".parquet")] for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+    def _glob(self, table: str) -> str:
+        return str(self.root / table / "[!.]*.parquet")
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with a view per non-empty table."""
+        con = duckdb.connect(":memory:")
+        for table in TABLES:
+            if self.partitions(table):
+                con.execute(
+                    f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{self._glob(table)}', union_by_name=true)"
+                )
+        return con
+
+    def read(self, table: str) -> pd.DataFrame:
+        """All rows of ``table`` (an empty frame with the required columns if none)."""
+        _check_table(table)
+        if not self.partitions(table):
+            return pd.DataFrame(columns=list(TABLES[table]))
+        with duckdb.connect(":memory:") as con:
+            return con.execute(f"SELECT * FROM read_parquet('{self._glob(table)}', union_by_name=true)").df()
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run SQL over the views (tables without rows are not defined)."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).df()
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise KeyError(f"unknown catalog table {table!r}; known: {sorted(TABLES)}")
+
+
+__all__ = ["TABLES", "Catalog"]

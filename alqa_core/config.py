@@ -1,0 +1,243 @@
+"""The campaign config: one YAML file a user edits, validated on load.
+
+Errors name the file and the field (``training.max_epochs: expected an
+integer, got 'ten'``). Relative paths are relative to the config file's
+folder. Sections for the core's own configs (``preprocess``, ``training``,
+``inference``, ``attention``) are built field by field from those frozen
+dataclasses, so a config key is valid exactly when the core knows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from alqa_core.errors import AlqaInputError
+from alqa_core.models import SIZES, architectures
+from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable, class_map_preset
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    path: Path
+    #: a class-map preset for this dataset's label values (else its dataset.json ``labels``)
+    class_map: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    name: str
+    size: str = "tiny"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExternalMemberConfig:
+    """Predictions the user drops in: ``<folder>/<case>.nii.gz`` (label map or 4D probabilities)."""
+
+    name: str
+    #: None = ``<dataset>/predictions/<name>/`` of every dataset
+    folder: Path | None = None
+    #: a class-map preset, or ``organ_table`` when values already follow the organ table
+    class_map: str = "organ_table"
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    fraction: float = 0.05
+    count: int | None = None
+    min_cases: int = 1
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    max_file_mb: float = 2048.0
+    volume_change_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str
+    workspace_root: Path
+    datasets: tuple[DatasetSource, ...]
+    organ_table: OrganTable = DEFAULT_ORGAN_TABLE
+    architectures: tuple[ArchitectureConfig, ...] = ()
+    external_members: tuple[ExternalMemberConfig, ...] = ()
+    preprocess: Any = None
+    training: Any = None
+    inference: Any = None
+    attention: Any = None
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
+    source_path: Path | None = None
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.architectures) + tuple(m.name for m in self.external_members)
+
+
+# --------------------------------------------------------------------------
+# Generic, field-named construction of frozen dataclasses from YAML mappings
+# --------------------------------------------------------------------------
+
+
+def _coerce(value: Any, annotation: Any, where: str, source: Path | None) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, source)
+            except AlqaInputError as exc:
+                errors.append(exc.reason)
+        raise AlqaInputError(source, errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise AlqaInputError(source, f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise AlqaInputError(source, f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise AlqaInputError(source, f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AlqaInputError(source, f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AlqaInputError(source, f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise AlqaInputError(source, f"{where}: expected a string, got {value!r}")
+        return value
+    if annotation is Path:
+        if not isinstance(value, str):
+            raise AlqaInputError(source, f"{where}: expected a path, got {value!r}")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or source is None else (source.parent / p)
+    if dataclasses.is_dataclass(annotation):
+        return build_dataclass(annotation, value, where, source)
+    return value
+
+
+def build_dataclass(cls: type, mapping: Any, where: str, source: Path | None = None):
+    """Build frozen dataclass ``cls`` from a YAML mapping; unknown or ill-typed keys name the field."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise AlqaInputError(source, f"{where}: expected a mapping, got {mapping!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise AlqaInputError(source, f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in mapping.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name, source)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise AlqaInputError(source, f"{where or 'config'}: missing required key(s) {missing}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise AlqaInputError(source, f"{where}: {exc}") from exc
+
+
+# Core configs named in the campaign file: section -> "module:Class". Imported
+# lazily so this module stays light.
+CORE_SECTIONS: Mapping[str, str] = {
+    "preprocess": "alqa_core.preprocess:PreprocessConfig",
+    "training": "alqa_core.training:TrainConfig",
+    "inference": "alqa_core.inference:InferenceConfig",
+    "attention": "alqa_core.attention:AttentionConfig",
+}
+
+
+def _core_class(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def _organ_table(value: Any, source: Path | None) -> OrganTable:
+    if value in (None, "default"):
+        return DEFAULT_ORGAN_TABLE
+    if not isinstance(value, Mapping):
+        raise AlqaInputError(source, f"organ_table: expected 'default' or a mapping name -> value, got {value!r}")
+    try:
+        return OrganTable.from_mapping({str(k): int(v) for k, v in value.items()})
+    except (TypeError, ValueError) as exc:
+        raise AlqaInputError(source, f"organ_table: {exc}") from exc
+
+
+def parse_campaign(raw: Mapping[str, Any], source: Path | None = None) -> CampaignConfig:
+    """Validate a parsed YAML mapping into a :class:`CampaignConfig`."""
+    if not isinstance(raw, Mapping):
+        raise AlqaInputError(source, "campaign config must be a YAML mapping")
+    raw = dict(raw)
+    table = _organ_table(raw.pop("organ_table", None), source)
+    sections = {}
+    for section, spec in CORE_SECTIONS.items():
+        sections[section] = build_dataclass(_core_class(spec), raw.pop(section, None), section, source)
+    raw.setdefault("workspace_root", "./alqa_workspace")
+    cfg = build_dataclass(CampaignConfig, {**raw}, "", source)
+    cfg = dataclasses.replace(cfg, organ_table=table, source_path=source, **sections)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: CampaignConfig, source: Path | None) -> None:
+    if not cfg.datasets:
+        raise AlqaInputError(source, "datasets: at least one dataset is required")
+    if not cfg.architectures and not cfg.external_members:
+        raise AlqaInputError(source, "architectures/external_members: the ensemble needs at least one member")
+    for i, a in enumerate(cfg.architectures):
+        if a.name not in architectures():
+            raise AlqaInputError(source, f"architectures[{i}].name: unknown {a.name!r}; known {list(architectures())}")
+        if a.size not in SIZES:
+            raise AlqaInputError(source, f"architectures[{i}].size: unknown {a.size!r}; known {list(SIZES)}")
+    names = cfg.member_names
+    if len(set(names)) != len(names):
+        raise AlqaInputError(source, f"members: names must be unique, got {list(names)}")
+    for i, m in enumerate(cfg.external_members):
+        if m.class_map != "organ_table":
+            try:
+                class_map_preset(m.class_map)
+            except KeyError as exc:
+                raise AlqaInputError(source, f"external_members[{i}].class_map: {exc.args[0]}") from exc
+    for i, d in enumerate(cfg.datasets):
+        if d.class_map is not None:
+            try:
+                class_map_preset(d.class_map)
+            except KeyError as exc:
+                raise AlqaInputError(source, f"datasets[{i}].class_map: {exc.args[0]}") from exc
+    if not 0 < cfg.budget.fraction <= 1:
+        raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise AlqaInputError(path, "campaign config file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AlqaInputError(path, f"not valid YAML ({exc})") from exc
+    return parse_campaign(raw or {}, path)

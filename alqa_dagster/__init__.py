@@ -1,0 +1,1 @@
+"""alqa on Dagster: a thin adapter over alqa_core."""

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up alqa in ./.venv: torch first (pinned; a CPU build lies on disk on the
+# project's machines, elsewhere pip fetches it), then alqa and its dependencies.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "alqa setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  echo "alqa setup: installing torch==2.13.0"
+  "${PIP[@]}" install "torch==2.13.0"
+fi
+echo "alqa setup: installing alqa and its dependencies"
+"${PIP[@]}" install -e ".[dev]"
+.venv/bin/python -c "import alqa_core, alqa_dagster, torch, monai, dagster; print('alqa setup: ok (torch', torch.__version__, '| monai', monai.__version__, '| dagster', dagster.__version__ + ')')"
