@@ -24,9 +24,10 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable, class_map_preset
 
 @dataclass(frozen=True)
 class DatasetSource:
+    """A dataset in nnU-Net v2 raw layout. Its class map is its dataset.json's
+    ``labels``, or the preset its ``"alqa": {"class_map": ...}`` block names."""
+
     path: Path
-    #: a class-map preset for this dataset's label values (else its dataset.json ``labels``)
-    class_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,12 +222,6 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
                 class_map_preset(m.class_map)
             except KeyError as exc:
                 raise AlqaInputError(source, f"external_members[{i}].class_map: {exc.args[0]}") from exc
-    for i, d in enumerate(cfg.datasets):
-        if d.class_map is not None:
-            try:
-                class_map_preset(d.class_map)
-            except KeyError as exc:
-                raise AlqaInputError(source, f"datasets[{i}].class_map: {exc.args[0]}") from exc
     if not 0 < cfg.budget.fraction <= 1:
         raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.atomic import atomic_path
-from alqa_core.volume import CTVolume, LabelMap, SoftPrediction
+from alqa_core.volume import CTVolume, Grid, LabelMap, SoftPrediction
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -40,6 +40,21 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise AlqaInputError(path, f"invalid affine (singular or not finite): {affine!r}")
     return data, np.asarray(affine, dtype=np.float64), img
+
+
+def read_grid(path: str | Path) -> Grid:
+    """The grid (shape, affine) of a 3D NIfTI from its header alone; the voxels are not read."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise AlqaInputError(path, "file does not exist or is empty")
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
+        raise AlqaInputError(path, f"not a readable NIfTI image ({exc})") from exc
+    shape = tuple(int(s) for s in img.shape[:3])
+    if len(img.shape) < 3:
+        raise AlqaInputError(path, f"expected a 3D volume, got shape {img.shape}")
+    return Grid(shape, np.asarray(img.affine, dtype=np.float64))
 
 
 def _squeeze_to_3d(path: Path, data: np.ndarray) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""The commented campaign template ``alqa init`` writes (and the demo uses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEMPLATE = """\
+# alqa campaign config. Relative paths are relative to this file's folder.
+# Every key below is optional except `datasets` and at least one ensemble member
+# (an architecture or an external member). Unknown keys are an error.
+name: {name}
+
+# Where alqa writes everything (volumes, catalog, checkpoints, work packages,
+# the annotators' inbox). ALQA_WORKSPACE overrides it.
+workspace_root: {workspace_root}
+
+# Datasets in nnU-Net v2 raw layout (dataset.json, imagesTr/, imagesTs/, labelsTr/).
+# Partial labels: a dataset annotates exactly the organs its `labels` name. A
+# dataset whose label values follow a known release names it in dataset.json:
+#   "alqa": {{"class_map": "total" | "totalsegmentator_v1" | "abdomenatlas_1.0"}}
+datasets:
+{datasets}
+# The canonical classes: `default` (TotalSegmentator names, 1 spleen ... 9 pancreas)
+# or a mapping name -> value.
+organ_table: default
+
+# Architectures trained here (MONAI): unet, segresnet, swinunetr, dynunet;
+# size `tiny` (tests, CPU demos) or `full`. Dropout > 0 enables MC dropout.
+architectures:
+{architectures}
+# Predictions from tools you already run (TotalSegmentator, nnU-Net): label maps
+# or 4D probabilities named <case>.nii.gz. `folder` defaults to
+# <dataset>/predictions/<name>/; class_map is a preset or `organ_table`.
+external_members: {external_members}
+#  - name: totalseg
+#    folder: /data/totalseg_predictions
+#    class_map: total
+
+preprocess:
+  spacing_mm: [{spacing}, {spacing}, {spacing}]   # 1.5 for real use
+  hu_min: -175.0
+  hu_max: 275.0
+
+training:
+  patch_size_vox: [{patch}, {patch}, {patch}]
+  batch_size: 2
+  max_epochs: {max_epochs}
+  iterations_per_epoch: {iterations}
+  min_delta: 0.001     # early stopping: best validation Dice must rise by more than this
+  patience: 10         # ... within this many epochs
+
+inference:
+  roi_size_vox: [{roi}, {roi}, {roi}]
+  overlap: 0.25
+  mc_samples: 0        # > 0: MC-dropout samples per member (needs dropout > 0)
+
+attention:
+  inconsistency_threshold: 0.1
+  uncertainty_threshold: 0.05
+  cleaning_radius_mm: 3.0   # opening in millimetres, so coarse scans keep their attention
+
+budget:
+  fraction: 0.05       # share of cases queued per round (AbdomenAtlas: top 5%)
+  min_cases: 1
+
+submissions:
+  max_file_mb: 2048
+  volume_change_factor: 2.0
+"""
+
+
+def render_template(
+    name: str = "my_campaign",
+    workspace_root: str = "./alqa_workspace",
+    datasets: tuple[str, ...] = ("/path/to/Dataset001_Example",),
+    architectures: tuple[tuple[str, str], ...] = (("unet", "tiny"),),
+    spacing_mm: float = 1.5,
+    patch_vox: int = 96,
+    roi_vox: int = 96,
+    max_epochs: int = 200,
+    iterations_per_epoch: int = 100,
+    external_members: str = "[]",
+) -> str:
+    ds = "".join(f"  - path: {p}\n" for p in datasets)
+    arch = "".join(f"  - name: {a}\n    size: {s}\n" for a, s in architectures) or "  []\n"
+    return TEMPLATE.format(
+        name=name,
+        workspace_root=workspace_root,
+        datasets=ds,
+        architectures=arch,
+        spacing=float(spacing_mm),
+        patch=patch_vox,
+        roi=roi_vox,
+        max_epochs=max_epochs,
+        iterations=iterations_per_epoch,
+        external_members=external_members,
+    )
+
+
+def write_template(path: Path, **kwargs) -> Path:
+    from alqa_core.io.atomic import atomic_write_text
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path}: already exists; alqa never overwrites a config")
+    return atomic_write_text(path, render_template(**kwargs))

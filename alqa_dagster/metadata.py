@@ -1,0 +1,47 @@
+"""Turning core results into Dagster metadata a user wants to see in the UI."""
+
+from __future__ import annotations
+
+import base64
+from typing import Iterable, Mapping
+
+import dagster as dg
+import pandas as pd
+
+
+def png_markdown(png: bytes, alt: str = "preview") -> dg.MarkdownMetadataValue:
+    """An inline PNG (data URI) shown in the asset's metadata panel."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+
+
+def table(frame: pd.DataFrame, max_rows: int = 25) -> dg.TableMetadataValue:
+    """A table shown as such in the UI (first ``max_rows`` rows)."""
+    frame = frame.head(max_rows)
+    columns = [dg.TableColumn(str(c), _column_type(frame[c])) for c in frame.columns]
+    records = [dg.TableRecord({str(k): _plain(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")]
+    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=columns))
+
+
+def numbers(values: Mapping[str, float], prefix: str = "") -> dict[str, dg.FloatMetadataValue]:
+    """Numeric metadata (the UI plots these over materializations)."""
+    return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in values.items()}
+
+
+def _column_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    return "string"
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, (list, tuple, Iterable)) and not isinstance(v, (str, bytes)):
+        return ",".join(str(x) for x in v)
+    return v
