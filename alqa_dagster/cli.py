@@ -1,0 +1,131 @@
+"""The ``alqa`` command line: init, demo, submit, confirm, status.
+
+Every command is a thin shell over alqa_core and the Dagster definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from alqa_core.errors import AlqaInputError
+
+
+class Progress:
+    """A one-line-per-step progress display with elapsed times."""
+
+    def __init__(self, total_steps: int):
+        self.total, self.step, self.t0 = total_steps, 0, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        print(f"[{self.step}/{self.total}] {time.perf_counter() - self.t0:6.1f}s  {message}", flush=True)
+
+    def done(self, message: str) -> None:
+        print(f"[done] {time.perf_counter() - self.t0:6.1f}s  {message}", flush=True)
+
+
+def cmd_init(args) -> int:
+    from alqa_core.config_template import write_template
+
+    path = write_template(Path(args.path), name=args.name, datasets=tuple(args.dataset) or ("/path/to/Dataset001_Example",))
+    print(f"wrote {path}; edit it, then: export ALQA_CAMPAIGN={path.resolve()}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from alqa_dagster import demo
+
+    return demo.run_demo(
+        Path(args.dir), n_cases=args.cases, start_ui=not args.no_ui, port=args.port, progress=Progress(demo.STEPS)
+    )
+
+
+def cmd_submit(args) -> int:
+    from alqa_core.submissions import write_submission
+
+    layout = _layout()
+    entry = write_submission(
+        layout.inbox, args.case, args.annotator, Path(args.label), "revised", tuple(args.emptied or ()), args.note or ""
+    )
+    print(f"submitted {args.case} as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
+    return 0
+
+
+def cmd_confirm(args) -> int:
+    from alqa_core.submissions import write_submission
+
+    entry = write_submission(_layout().inbox, args.case, args.annotator, None, "confirmed", note=args.note or "")
+    print(f"confirmed {args.case} (inbox entry {entry.name})")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from alqa_core.status import campaign_status
+
+    print(campaign_status(_layout()).render())
+    return 0
+
+
+def _layout():
+    from alqa_core.config import load_campaign
+    from alqa_core.workspace import WorkspaceLayout
+
+    path = os.environ.get("ALQA_CAMPAIGN")
+    if not path:
+        raise AlqaInputError(None, "set ALQA_CAMPAIGN to the campaign YAML (alqa init writes one)")
+    cfg = load_campaign(path)
+    root = Path(os.environ["ALQA_WORKSPACE"]) if os.environ.get("ALQA_WORKSPACE") else cfg.workspace_root
+    return WorkspaceLayout(root.resolve())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alqa", description="Active-learning annotation of 3D CT organ segmentation, on Dagster.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="write a commented campaign config template")
+    s.add_argument("path", nargs="?", default="alqa_campaign.yaml")
+    s.add_argument("--name", default="my_campaign")
+    s.add_argument("--dataset", action="append", default=[], help="a dataset root in nnU-Net v2 raw layout (repeatable)")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("demo", help="phantom campaign -> one round up to the annotation queue -> Dagster UI")
+    s.add_argument("--dir", default="demo", help="folder for the demo's campaign, workspace and Dagster home")
+    s.add_argument("--cases", type=int, default=24)
+    s.add_argument("--no-ui", action="store_true", help="stop after the round instead of starting dagster dev")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("submit", help="hand in a revised label for a queued case")
+    s.add_argument("case")
+    s.add_argument("--label", required=True)
+    s.add_argument("--annotator", required=True)
+    s.add_argument("--emptied", action="append", help="an organ deliberately emptied (repeatable)")
+    s.add_argument("--note")
+    s.set_defaults(fn=cmd_submit)
+
+    s = sub.add_parser("confirm", help="confirm that a case's pseudo label needs no revision")
+    s.add_argument("case")
+    s.add_argument("--annotator", required=True)
+    s.add_argument("--note")
+    s.set_defaults(fn=cmd_confirm)
+
+    s = sub.add_parser("status", help="round, queue, submissions, rejections, convergence")
+    s.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (AlqaInputError, FileExistsError, RuntimeError) as exc:
+        print(f"alqa: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

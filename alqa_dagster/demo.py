@@ -1,0 +1,75 @@
+"""The README's main command: a phantom campaign taken through one round, then the Dagster UI.
+
+Everything runs on the embedded default: a local folder, a sqlite Dagster
+instance under ``<dir>/dagster_home`` and in-process runs, which the UI then
+shows with their lineage, previews and tables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+STEPS = 4
+
+
+def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3000, progress=print) -> int:
+    import dagster as dg
+
+    from alqa_core.config import load_campaign
+    from alqa_core.config_template import write_template
+    from alqa_core.ingest import index_campaign
+    from alqa_core.phantoms import CampaignSpec, write_campaign
+    from alqa_dagster.runner import ensure_dagster_home, full_range, materialize, register_cases
+
+    root = root.resolve()
+    campaign_dir = root / "campaign"
+    config_path = root / "campaign.yaml"
+    if not campaign_dir.exists():
+        progress(f"generating a {n_cases}-case phantom campaign in {campaign_dir}")
+        write_campaign(campaign_dir, CampaignSpec(n_cases=n_cases, seed=0))
+    else:
+        progress(f"reusing the phantom campaign in {campaign_dir}")
+    if not config_path.exists():
+        write_template(
+            config_path,
+            name="alqa_demo",
+            workspace_root="./workspace",
+            datasets=tuple(f"./campaign/datasets/{p.name}" for p in sorted((campaign_dir / "datasets").iterdir())),
+            architectures=(("unet", "tiny"), ("segresnet", "tiny")),
+            spacing_mm=4.0,
+            patch_vox=48,
+            roi_vox=64,
+            max_epochs=30,
+            iterations_per_epoch=8,
+        )
+    os.environ["ALQA_CAMPAIGN"] = str(config_path)
+    home = ensure_dagster_home(root / "dagster_home")
+    cfg = load_campaign(config_path)
+    with dg.DagsterInstance.get() as instance:
+        new = register_cases(instance, sorted(index_campaign(cfg).cases))
+        progress(f"registered {len(new)} new case partitions (Dagster home {home})")
+        materialize(instance, ["raw_scans", "original_labels", "preprocessed_volumes"], full_range(instance))
+        progress("ingested every case: raw_scans, original_labels, preprocessed_volumes (one batched run)")
+    if not start_ui:
+        progress.done(f"demo finished without UI; workspace {cfg.workspace_root}")
+        return 0
+    progress(f"starting the Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    return exec_dagster_dev(port)
+
+
+def exec_dagster_dev(port: int) -> int:
+    """Replace this process with ``dagster dev``.
+
+    A non-interactive parent may leave SIGINT/SIGTERM ignored, and dagster dev
+    inherits that and will not stop: reset both to their defaults first.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from alqa_dagster.definitions import PROJECT_ROOT
+
+    exe = Path(sys.executable).with_name("dagster")
+    os.execv(str(exe), [str(exe), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)])
+    return 0  # not reached
