@@ -16,6 +16,20 @@ from alqa_core.volume import CTVolume, Grid, LabelMap, SoftPrediction
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """Tell a truncated gzip from a file that is not NIfTI at all."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as gz:
+            return f"truncated or corrupt gzip ({gz})"
+    return f"not a NIfTI image ({exc})"
+
+
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
     """Load header + data fully, turning every failure into AlqaInputError."""
     if not path.exists():
@@ -27,7 +41,7 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
     try:
         img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError as exc:
-        raise AlqaInputError(path, f"not a NIfTI image ({exc})") from exc
+        raise AlqaInputError(path, _why_unreadable(path, exc)) from exc
     except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
         raise AlqaInputError(path, f"corrupt or truncated file ({exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -115,6 +129,7 @@ def _header(affine: np.ndarray, dtype) -> nib.Nifti1Header:
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(dtype)
     hdr["descrip"] = b"alqa"  # never carry over a source description (may hold PHI)
+    hdr.set_xyzt_units("mm", "sec")
     return hdr
 
 
