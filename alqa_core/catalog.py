@@ -41,6 +41,7 @@ TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "rounds": ("round",),
         "effort": ("submission_id", "case_id"),
         "checkpoints": ("arch", "round"),
+        "training_set": ("round", "case_id"),
         "simulation": ("strategy", "round"),
     }
 )
@@ -64,9 +65,16 @@ class Catalog:
             raise ValueError(f"invalid catalog partition name {partition!r} for table {table!r}")
         return self.root / table / f"{partition}.parquet"
 
-    def write(self, table: str, partition: str, frame: pd.DataFrame) -> Path:
-        """Replace ``table``'s ``partition`` with ``frame`` (atomically)."""
+    def write(self, table: str, partition: str, frame: pd.DataFrame) -> Path | None:
+        """Replace ``table``'s ``partition`` with ``frame`` (atomically).
+
+        An empty frame means the partition has no rows: its file is removed
+        (an empty Parquet file would carry no column types to unify).
+        """
         _check_table(table)
+        if frame.empty:
+            self.path_of(table, partition).unlink(missing_ok=True)
+            return None
         missing = [c for c in TABLES[table] if c not in frame.columns]
         if missing:
             raise ValueError(f"catalog table {table!r} needs columns {missing}; got {list(frame.columns)}")

@@ -62,6 +62,14 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    #: share of labelled cases held out of training for the evaluation report (stable by case id)
+    holdout_fraction: float = 0.2
+    #: NSD tolerance, recorded with every result
+    nsd_tolerance_mm: float = 2.0
+
+
+@dataclass(frozen=True)
 class CampaignConfig:
     name: str
     workspace_root: Path
@@ -75,6 +83,7 @@ class CampaignConfig:
     attention: Any = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     source_path: Path | None = None
 
     @property

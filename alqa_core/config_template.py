@@ -64,8 +64,12 @@ budget:
   min_cases: 1
 
 submissions:
-  max_file_mb: 2048
-  volume_change_factor: 2.0
+  max_file_mb: 2048          # larger files are refused before they are read
+  volume_change_factor: 2.0  # flag an organ whose volume changes more than this
+
+evaluation:
+  holdout_fraction: {holdout}   # labelled cases never trained on, scored each round
+  nsd_tolerance_mm: 2.0
 """
 
 
@@ -80,6 +84,7 @@ def render_template(
     max_epochs: int = 200,
     iterations_per_epoch: int = 100,
     external_members: str = "[]",
+    holdout_fraction: float = 0.2,
 ) -> str:
     ds = "".join(f"  - path: {p}\n" for p in datasets)
     arch = "".join(f"  - name: {a}\n    size: {s}\n" for a, s in architectures) or "  []\n"
@@ -94,6 +99,7 @@ def render_template(
         max_epochs=max_epochs,
         iterations=iterations_per_epoch,
         external_members=external_members,
+        holdout=holdout_fraction,
     )
 
 

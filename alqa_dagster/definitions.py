@@ -9,4 +9,4 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+    return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)

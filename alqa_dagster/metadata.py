@@ -42,6 +42,8 @@ def _plain(v):
         v = v.item()
     if isinstance(v, float) and v != v:
         return None
-    if isinstance(v, (list, tuple, Iterable)) and not isinstance(v, (str, bytes)):
+    if isinstance(v, (list, tuple)) or (isinstance(v, Iterable) and not isinstance(v, (str, bytes))):
         return ",".join(str(x) for x in v)
-    return v
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)  # timestamps, paths, ...

@@ -1,0 +1,105 @@
+"""The annotation half of a round: priority list, queue and work packages, revisions, reassembly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from alqa_core.config import BudgetConfig
+from alqa_core.ensemble import case_pseudo_label
+from alqa_core.io.atomic import atomic_path
+from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction, write_label
+from alqa_core.organs import OrganTable
+from alqa_core.priority import AnnotationQueue, PriorityList, rank_cases, select_queue, summaries_from_records
+from alqa_core.reassembly import ReassembledLabel, Revision, reassemble
+from alqa_core.work_package import WorkPackage, write_work_package
+from alqa_core.workspace import WorkspaceLayout
+
+
+def priority_from_attention(attention_organ: pd.DataFrame, cases: pd.DataFrame, measure: str = "relative_per_cm") -> PriorityList:
+    """Rank the round's cases from the catalog's ``attention_organ`` rows."""
+    datasets = dict(zip(cases.case_id, cases.dataset)) if not cases.empty else {}
+    return rank_cases(summaries_from_records(attention_organ.to_dict(orient="records"), datasets), measure=measure)
+
+
+def queue_for_round(priority: PriorityList, budget: BudgetConfig, reviewed: Sequence[str] = (), confirmed: Sequence[str] = ()) -> AnnotationQueue:
+    return select_queue(
+        priority, fraction=budget.fraction, count=budget.count, min_cases=budget.min_cases, revised=reviewed, confirmed=confirmed
+    )
+
+
+def write_packages(layout: WorkspaceLayout, queue: AnnotationQueue, round_index: int, table: OrganTable) -> list[WorkPackage]:
+    """One work package per queued case, everything on the case's original grid."""
+    out = []
+    for entry in queue.entries:
+        ct = read_ct(layout.raw_scan(entry.case_id))
+        heat = read_soft_prediction(layout.attention_map(entry.case_id), table.names, "attention")
+        out.append(
+            write_work_package(
+                layout.work_package(round_index, entry.case_id),
+                entry.case_id,
+                round_index,
+                ct,
+                case_pseudo_label(layout, entry.case_id, table),
+                np.asarray(heat.array),
+                entry.organs,
+                table,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class RevisionFile:
+    """The revision that counts for a case: the latest accepted submission."""
+
+    case_id: str
+    path: Path
+    revision: Revision
+
+
+def _revision(row, layout: WorkspaceLayout, table: OrganTable) -> Revision:
+    when = datetime.fromisoformat(str(row.submitted_at))
+    label = read_label(row.stored_path) if row.kind == "revised" else None
+    return Revision(label, str(row.submission_id), str(row.annotator), when, str(row.kind))
+
+
+def revisions_of(case_id: str, submissions: pd.DataFrame, layout: WorkspaceLayout, table: OrganTable) -> list[Revision]:
+    """Every accepted submission for ``case_id`` as a :class:`Revision` (oldest first)."""
+    if submissions.empty:
+        return []
+    rows = submissions[(submissions.case_id == case_id) & (submissions.status == "accepted")]
+    return [_revision(r, layout, table) for r in rows.sort_values("submitted_at").itertuples()]
+
+
+def write_revised_label(layout: WorkspaceLayout, case_id: str, revisions: Sequence[Revision], table: OrganTable) -> Path:
+    """The case's revised label: the latest accepted revision, or the pseudo label it confirmed."""
+    from alqa_core.reassembly import select_revision
+
+    chosen = select_revision(list(revisions))
+    label = chosen.label if chosen.kind == "revised" else case_pseudo_label(layout, case_id, table)
+    return write_label(layout.revised_label(case_id), label)
+
+
+def reassemble_case(
+    layout: WorkspaceLayout, case_id: str, annotated_organs: Sequence[str], revisions: Sequence[Revision], table: OrganTable
+) -> ReassembledLabel:
+    """original > revised > pseudo, organ by organ; writes the label, returns it with provenance."""
+    pseudo = case_pseudo_label(layout, case_id, table)
+    original = read_label(layout.original_label(case_id)) if annotated_organs else None
+    result = reassemble(case_id, table, pseudo, original, tuple(annotated_organs), list(revisions) or None)
+    write_label(layout.reassembled_label(case_id), result.label)
+    return result
+
+
+def copy_atomic(src: Path, dst: Path) -> Path:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst

@@ -1,0 +1,96 @@
+"""Jobs and sensors: new cases, annotator submissions, and the round loop."""
+
+import json
+
+import dagster as dg
+
+from alqa_core.ingest import index_campaign
+from alqa_core.intake import process_inbox
+from alqa_core.rounds import accepted_submissions, awaiting_reassembly, current_round, round_state
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=["raw_scans", "original_labels", "preprocessed_volumes"],
+    description="Ingest cases: raw scans, original labels, preprocessed volumes (batched over a partition range).",
+)
+revision_job = dg.define_asset_job(
+    "revision_job",
+    selection=["revised_labels", "reassembled_labels"],
+    description="An accepted submission: the case's revised label, then its reassembled label.",
+)
+round_job = dg.define_asset_job(
+    "round_job",
+    selection=[
+        "training_set",
+        "model_checkpoints",
+        "soft_predictions",
+        "attention_maps",
+        "priority_list",
+        "annotation_queue",
+        "evaluation_report",
+    ],
+    description="One round: training set, (fine-)tuned checkpoints in the gpu pool, predictions and attention for "
+    "every case (one batched run), priority list, queue with work packages, evaluation. Launch it over all "
+    "case partitions (a partition range).",
+)
+
+
+def _launched(instance: dg.DagsterInstance, run_key: str) -> bool:
+    return bool(instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
+
+
+def range_tags(keys) -> dict:
+    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=60, description="Registers new cases found in the datasets and ingests them in one batched run.")
+def new_cases_sensor(context: dg.SensorEvaluationContext, campaign: CampaignResource):
+    found = sorted(index_campaign(campaign.config()).cases)
+    known = set(context.instance.get_dynamic_partitions(cases_partitions.name))
+    new = [c for c in found if c not in known]
+    if not new:
+        return dg.SkipReason(f"no new cases ({len(known)} registered)")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"ingest:{new[0]}..{new[-1]}:{len(new)}", tags=range_tags(new))],
+        dynamic_partitions_requests=[cases_partitions.build_add_request(new)],
+        cursor=str(len(known) + len(new)),
+    )
+
+
+@dg.sensor(job=revision_job, minimum_interval_seconds=30, description="Validates annotator submissions in the inbox; accepted ones trigger revised and reassembled labels.")
+def submissions_sensor(context: dg.SensorEvaluationContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource):
+    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+    after = tuple(json.loads(context.cursor)) if context.cursor else None
+    known = context.instance.get_dynamic_partitions(cases_partitions.name)
+    result = process_inbox(layout, cat, known, cfg.organ_table, cfg.submissions, current_round(cat), after)
+    for row in result.rejected:
+        context.log.warning(f"rejected submission {row['entry']} (quarantined): {row['reasons']}")
+    for row in result.duplicates:
+        context.log.info(f"duplicate of an earlier submission, not processed again: {row['entry']}")
+    # Every accepted submission of the round whose run was never launched: this tick's, and any that a
+    # tick which crashed after storing the file (but before returning) left behind. Run keys make
+    # a repeat a no-op either way.
+    accepted = accepted_submissions(cat, current_round(cat))
+    keys = [(f"submission:{r.sha256}", r.case_id) for r in accepted.itertuples()]
+    requests = [dg.RunRequest(run_key=k, partition_key=c) for k, c in keys if not _launched(context.instance, k)]
+    cursor = json.dumps(list(result.cursor)) if result.cursor else context.cursor
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.sensor(job=round_job, minimum_interval_seconds=60, description="When every case of the round's queue is answered, launches the next round (fine-tune, re-predict, re-rank).")
+def round_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource):
+    state = round_state(catalog.catalog())
+    if state.round_index < 0 or not state.queue:
+        return dg.SkipReason("no round has written a queue yet")
+    if state.converged:
+        return dg.SkipReason(f"campaign converged in round {state.round_index}: {state.decision.reason}")
+    if not state.queue_answered:
+        return dg.SkipReason(f"round {state.round_index}: waiting for {len(state.pending)} of {len(state.queue)} queued cases")
+    waiting = awaiting_reassembly(catalog.catalog(), state.round_index)
+    if waiting:
+        return dg.SkipReason(f"round {state.round_index}: {len(waiting)} accepted submissions not reassembled yet")
+    keys = context.instance.get_dynamic_partitions(cases_partitions.name)
+    return dg.RunRequest(run_key=f"round:{state.round_index + 1}", tags=range_tags(keys))

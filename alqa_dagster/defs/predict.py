@@ -1,0 +1,77 @@
+"""Per-case ensemble assets: soft predictions of every member, and attention maps."""
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from alqa_core.ensemble import attention_preview, case_attention, case_pseudo_label, predict_cases
+from alqa_core.ingest import index_campaign
+from alqa_core.rounds import current_round
+from alqa_dagster.defs.ingest import CASE_BATCHES
+from alqa_dagster.defs.models import GPU_TAGS, model_checkpoints
+from alqa_dagster.metadata import numbers, png_markdown
+from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource, cases_partitions
+
+
+@dg.asset(
+    partitions_def=cases_partitions,
+    backfill_policy=CASE_BATCHES,
+    io_manager_key="volume_paths",
+    deps=[model_checkpoints],
+    group_name="ensemble",
+    kinds={"pytorch", "nifti"},
+    pool="gpu",
+    op_tags=GPU_TAGS,
+    description="Per-organ probabilities (uint8, p x 255) of every ensemble member on the ORIGINAL grid: the "
+    "round's trained checkpoints (sliding window, each loaded once per run) and the external members' files.",
+)
+def soft_predictions(
+    context: dg.AssetExecutionContext,
+    campaign: CampaignResource,
+    workspace: WorkspaceResource,
+    catalog: CatalogResource,
+    device: DeviceResource,
+    preprocessed_volumes: dict[str, Path],
+) -> dict[str, Path]:
+    cfg, layout = campaign.config(), workspace.layout()
+    round_index, index = current_round(catalog.catalog()), index_campaign(cfg)
+    checkpoints = [(a.name, layout.checkpoint(a.name, round_index)) for a in cfg.architectures]
+    externals = {c: index.predictions_of(c) for c in preprocessed_volumes}
+    members = predict_cases(layout, list(preprocessed_volumes), checkpoints, externals, dataclasses.replace(cfg.inference, device=device.torch_device()), cfg.organ_table)
+    for case_id, infos in members.items():
+        context.add_asset_metadata({"round": round_index, "members": ", ".join(i.name for i in infos)}, partition_key=case_id)
+    return {c: layout.soft_prediction(c, "x").parent for c in members}
+
+
+@dg.asset(
+    partitions_def=cases_partitions,
+    backfill_policy=CASE_BATCHES,
+    io_manager_key="volume_paths",
+    group_name="ensemble",
+    kinds={"nifti", "parquet"},
+    description="Eq. 1-4 of AbdomenAtlas per organ (inconsistency + uncertainty + overlap, cleaned in mm) on the "
+    "original grid, and the attention size per case, organ and slice in the catalog.",
+)
+def attention_maps(
+    context: dg.AssetExecutionContext,
+    campaign: CampaignResource,
+    workspace: WorkspaceResource,
+    catalog: CatalogResource,
+    soft_predictions: dict[str, Path],
+) -> dict[str, Path]:
+    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+    round_index, cases = current_round(cat), cat.read("cases").set_index("case_id")
+    out = {}
+    for case_id in soft_predictions:
+        row = cases.loc[case_id]
+        result = case_attention(layout, case_id, row.dataset, [o for o in str(row.annotated_organs).split(",") if o], cfg.attention, cfg.organ_table)
+        records = result.size.to_records(round_index)
+        for name in ("attention_case", "attention_organ", "attention_slice"):
+            cat.write(name, f"{case_id}_round_{round_index:03d}", pd.DataFrame(list(getattr(records, name))))
+        preview = attention_preview(layout, case_id, result, case_pseudo_label(layout, case_id, cfg.organ_table), cfg.organ_table)
+        sizes = {"attention_ml": result.size.attention_ml, "attention_relative": result.size.relative, "attention_relative_per_cm": result.size.relative_per_cm}
+        context.add_asset_metadata({"round": round_index, "preview": png_markdown(preview), **numbers(sizes)}, partition_key=case_id)
+        out[case_id] = layout.attention_map(case_id)
+    return out

@@ -1,0 +1,123 @@
+"""A whole round through real materializations, the CLI's inbox and the sensors.
+
+Tiny phantoms at 6 mm and a tiny UNet trained for a couple of epochs: the point
+is the platform loop (lineage, catalog, sensors, run keys), not accuracy.
+"""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from alqa_core.catalog import Catalog
+from alqa_core.config import load_campaign
+from alqa_core.ingest import index_campaign
+from alqa_core.io.nifti import read_label, write_nifti
+from alqa_core.rounds import round_state
+from alqa_core.submissions import write_submission
+from alqa_dagster.definitions import defs
+from alqa_dagster.defs.automation import round_sensor, submissions_sensor
+
+from .conftest import campaign_yaml, make_resources
+
+ROUND_ASSETS = ["training_set", "model_checkpoints", "soft_predictions", "attention_maps", "priority_list", "annotation_queue", "evaluation_report"]
+
+
+def _materialize(instance, resources, selection, keys=None, partition=None, tags=None):
+    d = defs()
+    run_tags = dict(tags or {})
+    if keys:
+        run_tags.update({"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    result = dg.materialize(list(d.assets), selection=selection, instance=instance, resources=resources, tags=run_tags, partition_key=partition)
+    assert result.success
+    return result
+
+
+@pytest.fixture
+def round0(tmp_path, phantom_campaign, instance):
+    cfg_path = campaign_yaml(tmp_path, phantom_campaign)
+    resources = make_resources(cfg_path)
+    keys = sorted(index_campaign(load_campaign(cfg_path)).cases)
+    instance.add_dynamic_partitions("cases", keys)
+    _materialize(instance, resources, ["raw_scans", "original_labels", "preprocessed_volumes"], keys)
+    _materialize(instance, resources, ROUND_ASSETS, keys)
+    return tmp_path, resources, keys, Catalog(tmp_path / "ws" / "catalog")
+
+
+def _tick(sensor, instance, resources, cursor=None):
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+        return sensor(ctx), ctx
+
+
+@pytest.mark.slow
+def test_a_round_then_fine_tune_to_round_one(round0, instance, phantom_campaign):
+    tmp_path, resources, keys, cat = round0
+    state = round_state(cat)
+    assert state.round_index == 0 and len(state.queue) >= 1
+    case_id = state.queue[0]
+    package = tmp_path / "ws" / "work_packages" / "round_000" / case_id
+    assert json.loads((package / "task.json").read_text())["case_id"] == case_id
+    assert len(cat.read("attention_organ").query("round == 0").case_id.unique()) == len(keys)
+
+    # the annotator revises the top case with the (hidden) ground truth, through the CLI's inbox writer
+    truth = read_label(phantom_campaign / "ground_truth" / "labelsTr" / f"{case_id}.nii.gz")
+    revised = tmp_path / "revised.nii.gz"
+    write_nifti(revised, np.asarray(truth.array), truth.affine)
+    write_submission(tmp_path / "ws" / "inbox", case_id, "dr_test", revised, emptied_organs=tuple(resources["campaign"].config().organ_table.names))
+
+    result, ctx = _tick(submissions_sensor, instance, resources)
+    assert [r.partition_key for r in result.run_requests] == [case_id]
+    request = result.run_requests[0]
+    again, _ = _tick(submissions_sensor, instance, resources, cursor=result.cursor)
+    assert [r.run_key for r in again.run_requests] == [request.run_key]  # not launched yet: asked again, same key
+    _materialize(instance, resources, ["revised_labels", "reassembled_labels"], partition=case_id, tags={"dagster/run_key": request.run_key})
+    third, _ = _tick(submissions_sensor, instance, resources, cursor=again.cursor)
+    assert third.run_requests == []  # launched: a repeated tick yields none
+
+    prov = cat.read("provenance").query("case_id == @case_id")
+    assert set(prov.source) <= {"original", "revised"} and "revised" in set(prov.source)
+    assert round_state(cat).queue_answered
+
+    request, _ = _tick(round_sensor, instance, resources)
+    assert isinstance(request, dg.RunRequest) and request.run_key == "round:1"
+    _materialize(instance, resources, ROUND_ASSETS, keys)
+    assert round_state(cat).round_index == 1
+    ckpt = tmp_path / "ws" / "checkpoints" / "round_001" / "unet.pt"
+    assert ckpt.exists()
+    ts = cat.read("training_set").query("round == 1")
+    assert case_id in set(ts.case_id[ts.origin == "reassembled"])
+    metrics = cat.read("metrics")
+    assert set(metrics["round"]) == {0, 1}
+
+
+@pytest.mark.slow
+def test_confirming_the_top_case_converges(round0, instance):
+    tmp_path, resources, keys, cat = round0
+    top = round_state(cat).queue[0]
+    write_submission(tmp_path / "ws" / "inbox", top, "dr_test", None, kind="confirmed")
+    result, _ = _tick(submissions_sensor, instance, resources)
+    _materialize(instance, resources, ["revised_labels", "reassembled_labels"], partition=top, tags={"dagster/run_key": result.run_requests[0].run_key})
+    state = round_state(cat)
+    assert state.converged, state.decision
+    skip, _ = _tick(round_sensor, instance, resources)
+    assert isinstance(skip, dg.SkipReason) and "converged" in skip.skip_message
+    prov = cat.read("provenance").query("case_id == @top")
+    assert "confirmed" in set(prov.source) or set(prov.source) == {"original"}
+
+
+def test_malformed_submission_is_quarantined(tmp_path, phantom_campaign, instance):
+    cfg_path = campaign_yaml(tmp_path, phantom_campaign)
+    resources = make_resources(cfg_path)
+    keys = sorted(index_campaign(load_campaign(cfg_path)).cases)
+    instance.add_dynamic_partitions("cases", keys)
+    _materialize(instance, resources, ["raw_scans"], keys)
+    bad = tmp_path / "bad.nii.gz"
+    write_nifti(bad, np.zeros((3, 3, 3), np.uint8), np.eye(4))
+    entry = write_submission(tmp_path / "ws" / "inbox", keys[0], "dr_test", bad)
+    result, _ = _tick(submissions_sensor, instance, resources)
+    assert result.run_requests == []
+    reason = (tmp_path / "ws" / "quarantine" / entry.name / "reason.txt").read_text()
+    assert "not on the case's grid" in reason and entry.name in reason
+    row = Catalog(tmp_path / "ws" / "catalog").read("submissions").iloc[0]
+    assert row.status == "rejected"
