@@ -1,0 +1,404 @@
+"""Train or fine-tune one network on (partially) labeled cases.
+
+``train`` runs epochs of seeded foreground-favouring patches through the
+masked Dice + BCE loss, validates on whole volumes after every epoch, keeps
+the best epoch's weights and stops by the rule of 000_3a3cb93e44d13ddd.txt.
+Fine-tuning (``parent`` given) starts from the parent checkpoint's weights at
+lr 1e-4 and records the parent in the lineage. Nothing is printed: progress
+goes to an optional callback as frozen events. The caller saves the result
+with :func:`alqa_core.checkpoint.save_checkpoint`.
+
+Seeding happens inside ``torch.random.fork_rng``, so the caller's global RNG
+state is untouched; ``num_threads`` is restored on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+from alqa_core.checkpoint import (
+    CheckpointMeta,
+    Lineage,
+    plain_data,
+    checkpoint_sha256,
+    load_checkpoint,
+    training_set_fingerprint,
+)
+from alqa_core.errors import AlqaInputError
+from alqa_core.models import DIVISIBILITY, ModelSpec, build_network
+from alqa_core.organs import OrganTable
+from alqa_core.training.cases import TrainingCase
+from alqa_core.training.early_stopping import EarlyStopping
+from alqa_core.training.losses import masked_dice_bce_loss
+from alqa_core.training.sampling import PatchSampler
+from alqa_core.training.validation import mean_dice, validation_dice
+
+LR_FROM_SCRATCH = 1e-3
+#: Transfer learning rate of 000_3a3cb93e44d13ddd.txt §2.2.2.
+LR_FINE_TUNE = 1e-4
+LR_SCHEDULES = ("constant", "poly")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    patch_size_vox: tuple[int, int, int] = (64, 64, 64)
+    batch_size: int = 2
+    max_epochs: int = 200
+    iterations_per_epoch: int = 100
+    #: None: 1e-3 from scratch, 1e-4 when fine-tuning from a parent
+    lr: float | None = None
+    weight_decay: float = 1e-5
+    #: "constant" (the papers' fixed lr) or "poly" (nnU-Net: lr * (1 - epoch / max_epochs) ** 0.9)
+    lr_schedule: str = "constant"
+    #: share of cases held out for validation (ignored when val_case_ids is given)
+    val_fraction: float = 0.2
+    val_case_ids: tuple[str, ...] | None = None
+    min_delta: float = 0.001
+    patience: int = 10
+    fg_prob: float = 0.67
+    seed: int = 0
+    #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: "auto" = on for CUDA; AMP is CUDA only
+    amp: bool | str = "auto"
+    #: None = torch's default
+    num_threads: int | None = None
+    sw_batch_size: int = 2
+    sw_overlap: float = 0.25
+
+    def __post_init__(self):
+        object.__setattr__(self, "patch_size_vox", tuple(int(p) for p in self.patch_size_vox))
+        if self.val_case_ids is not None:
+            object.__setattr__(self, "val_case_ids", tuple(str(c) for c in self.val_case_ids))
+        if len(self.patch_size_vox) != 3 or min(self.patch_size_vox) < 1:
+            raise ValueError(f"patch_size_vox must be 3 positive integers, got {self.patch_size_vox}")
+        for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience", "sw_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.fg_prob <= 1.0:
+            raise ValueError(f"fg_prob must be in [0, 1], got {self.fg_prob}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.amp not in (True, False, "auto"):
+            raise ValueError(f"amp must be true, false or 'auto', got {self.amp!r}")
+
+    def resolved_lr(self, fine_tune: bool) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return LR_FINE_TUNE if fine_tune else LR_FROM_SCRATCH
+
+    def to_dict(self) -> dict:
+        return plain_data(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    n_train_cases: int
+    n_val_cases: int
+    device: str
+    amp: bool
+    lr: float
+    max_epochs: int
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class EpochFinished:
+    epoch: int
+    train_loss: float
+    val_dice: Mapping[str, float]
+    val_dice_mean: float
+    best_epoch: int | None
+    best_dice: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    epochs_run: int
+    best_epoch: int | None
+    best_dice: float
+    stopped_early: bool
+    seconds: float
+
+
+ProgressEvent = Union[TrainingStarted, EpochFinished, TrainingFinished]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_dice: Mapping[str, float]
+    val_dice_mean: float
+    seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    meta: CheckpointMeta
+    network: torch.nn.Module  # best epoch's weights, eval mode, on the training device
+    history: tuple[EpochRecord, ...]
+    best_epoch: int | None
+    stopped_early: bool
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AlqaInputError(None, f"training.device={name!r} but CUDA is not available")
+    return device
+
+
+def resolve_amp(amp: bool | str, device: torch.device) -> bool:
+    if amp == "auto":
+        return device.type == "cuda"
+    if amp and device.type != "cuda":
+        raise AlqaInputError(None, f"training.amp=true needs a CUDA device, got {device}")
+    return bool(amp)
+
+
+def split_cases(cases: Sequence[TrainingCase], config: TrainConfig) -> tuple[list[TrainingCase], list[TrainingCase]]:
+    """(train, validation): explicit ``val_case_ids``, else a seeded ``val_fraction`` (at least one each)."""
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise AlqaInputError(None, f"training cases have duplicate case ids {dupes}")
+    if config.val_case_ids is not None:
+        unknown = sorted(set(config.val_case_ids) - set(ids))
+        if unknown:
+            raise AlqaInputError(None, f"training.val_case_ids {unknown} are not among the training cases")
+        val_ids = set(config.val_case_ids)
+    else:
+        if len(cases) < 2:
+            raise AlqaInputError(None, f"need at least 2 cases to hold one out for validation, got {len(cases)}")
+        n_val = min(len(cases) - 1, max(1, math.ceil(len(cases) * config.val_fraction)))
+        order = np.random.default_rng(config.seed).permutation(len(cases))
+        val_ids = {ids[i] for i in order[:n_val]}
+    train_cases = [c for c in cases if c.case_id not in val_ids]
+    val_cases = [c for c in cases if c.case_id in val_ids]
+    if not train_cases or not val_cases:
+        raise AlqaInputError(None, f"split left {len(train_cases)} training and {len(val_cases)} validation cases; both must be >= 1")
+    return train_cases, val_cases
+
+
+def check_parent_matches(parent: Path, meta: CheckpointMeta, spec: ModelSpec, table: OrganTable, spacing_mm) -> None:
+    if plain_data(meta.spec.to_dict()) != plain_data(spec.to_dict()):
+        raise AlqaInputError(parent, f"parent model spec {meta.spec.to_dict()} differs from the requested {spec.to_dict()}")
+    if meta.organ_table.to_records() != table.to_records():
+        raise AlqaInputError(parent, f"parent organ table {meta.organ_table.names} differs from {table.names}")
+    if not np.allclose(meta.spacing_mm, spacing_mm, atol=1e-6):
+        raise AlqaInputError(parent, f"parent spacing {meta.spacing_mm} mm differs from {tuple(spacing_mm)} mm")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cpu_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
+
+
+def _has_annotated_foreground(case: TrainingCase, table: OrganTable) -> bool:
+    values = [v for v, name in zip(table.values, table.names) if name in case.annotated_organs]
+    hit = np.isin(case.label, values)
+    return bool((hit & case.annotated_voxels).any() if case.annotated_voxels is not None else hit.any())
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    if config.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.max_epochs, power=0.9)
+    return None
+
+
+def _emit(progress: Callable[[ProgressEvent], None] | None, event: ProgressEvent) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def _train_one_epoch(network, optimizer, scaler, sampler, config, device, amp) -> float:
+    network.train()
+    losses = []
+    for _ in range(config.iterations_per_epoch):
+        batch = sampler.batch(config.batch_size)
+        image = batch.image.to(device, non_blocking=True)
+        target = batch.target.to(device, non_blocking=True)
+        mask = None if batch.voxel_mask is None else batch.voxel_mask.to(device, non_blocking=True)
+        organ_weight = batch.organ_weight.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+        with autocast:
+            logits = network(image)
+        loss = masked_dice_bce_loss(logits, target, organ_weight, mask)  # float32 inside
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(
+    spec: ModelSpec,
+    cases: Sequence[TrainingCase],
+    config: TrainConfig,
+    organ_table: OrganTable,
+    spacing_mm: Sequence[float],
+    parent: Path | None = None,
+    round_index: int = 0,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    training_set_sha256: str | None = None,
+) -> TrainResult:
+    """Train ``spec`` on ``cases`` (or fine-tune ``parent``); return the best epoch's network and metadata.
+
+    ``training_set_sha256`` defaults to a fingerprint of the cases' ids and
+    label contents; pass :func:`~alqa_core.checkpoint.training_set_fingerprint`
+    over the label files to tie the checkpoint to files on disk instead.
+    """
+    started = time.perf_counter()
+    if spec.n_organs != len(organ_table):
+        raise AlqaInputError(None, f"model spec has {spec.n_organs} outputs but the organ table has {len(organ_table)} organs")
+    multiple = DIVISIBILITY.get(spec.arch.lower(), 1)
+    if any(p % multiple for p in config.patch_size_vox):
+        raise AlqaInputError(None, f"training.patch_size_vox {config.patch_size_vox} must be multiples of {multiple} for {spec.arch}")
+    if not cases:
+        raise AlqaInputError(None, "no training cases")
+    for case in cases:
+        case.organ_weights(organ_table)  # raises if a case names organs the table lacks
+    train_cases, val_cases = split_cases(cases, config)
+    if not any(_has_annotated_foreground(c, organ_table) for c in val_cases):
+        raise AlqaInputError(
+            None, f"validation cases {[c.case_id for c in val_cases]} contain no voxel of an organ they annotate; early stopping needs one"
+        )
+    device = resolve_device(config.device)
+    amp = resolve_amp(config.amp, device)
+    fine_tune = parent is not None
+    lr = config.resolved_lr(fine_tune)
+    parent_sha = None
+    if fine_tune:
+        parent = Path(parent)
+        loaded = load_checkpoint(parent)
+        check_parent_matches(parent, loaded.meta, spec, organ_table, spacing_mm)
+        parent_sha = checkpoint_sha256(parent)
+    fingerprint = training_set_sha256 or training_set_fingerprint((c.case_id, c.content_sha256()) for c in cases)
+
+    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices), _torch_threads(config.num_threads):
+        torch.manual_seed(config.seed)
+        network = build_network(spec)
+        if fine_tune:
+            network.load_state_dict(loaded.network.state_dict())
+        network = network.to(device)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=config.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        scheduler = _scheduler(optimizer, config)
+        sampler = PatchSampler(train_cases, organ_table, config.patch_size_vox, config.fg_prob, config.seed)
+        _emit(progress, TrainingStarted(len(train_cases), len(val_cases), str(device), amp, lr, config.max_epochs, None if parent is None else str(parent)))
+
+        stopper = EarlyStopping(config.min_delta, config.patience)
+        history: list[EpochRecord] = []
+        best_state = None  # stays None if no epoch produced a validation Dice: keep the last weights
+        stopped_early = False
+        for epoch in range(config.max_epochs):
+            t0 = time.perf_counter()
+            loss = _train_one_epoch(network, optimizer, scaler, sampler, config, device, amp)
+            per_organ = validation_dice(
+                network, val_cases, organ_table, config.patch_size_vox, device, amp, config.sw_batch_size, config.sw_overlap
+            )
+            dice = mean_dice(per_organ)
+            if scheduler is not None:
+                scheduler.step()
+            stopper = stopper.update(dice)
+            if stopper.improved:
+                best_state = _cpu_state(network)
+            record = EpochRecord(epoch, loss, MappingProxyType(per_organ), dice, time.perf_counter() - t0)
+            history.append(record)
+            _emit(progress, EpochFinished(epoch, loss, record.val_dice, dice, stopper.best_epoch, stopper.best_value, record.seconds))
+            if stopper.stop:
+                stopped_early = epoch + 1 < config.max_epochs
+                break
+        if best_state is not None:
+            network.load_state_dict(best_state)
+        network.eval()
+
+    best = stopper.best_epoch
+    val_metrics: dict[str, float] = {}
+    if best is not None:
+        val_metrics["dice_mean"] = history[best].val_dice_mean
+        val_metrics.update({f"dice_{k}": v for k, v in history[best].val_dice.items() if not math.isnan(v)})
+    run_info = {
+        "lr": lr,
+        "device": str(device),
+        "amp": amp,
+        "train_case_ids": [c.case_id for c in train_cases],
+        "val_case_ids": [c.case_id for c in val_cases],
+        "best_epoch": best,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "seconds": time.perf_counter() - started,
+    }
+    meta = CheckpointMeta(
+        spec=spec,
+        organ_table=organ_table,
+        spacing_mm=tuple(spacing_mm),
+        lineage=Lineage(
+            parent_path=None if parent is None else str(parent),
+            parent_sha256=parent_sha,
+            training_set_sha256=fingerprint,
+            round_index=int(round_index),
+        ),
+        train_config=config.to_dict(),
+        val_metrics=val_metrics,
+        run_info=run_info,
+    )
+    _emit(progress, TrainingFinished(len(history), best, stopper.best_value, stopped_early, time.perf_counter() - started))
+    return TrainResult(meta, network, tuple(history), best, stopped_early)
+
+
+__all__ = [
+    "LR_FINE_TUNE",
+    "LR_FROM_SCRATCH",
+    "EpochFinished",
+    "EpochRecord",
+    "ProgressEvent",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingFinished",
+    "TrainingStarted",
+    "check_parent_matches",
+    "resolve_amp",
+    "resolve_device",
+    "split_cases",
+    "train",
+]
