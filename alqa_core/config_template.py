@@ -46,6 +46,8 @@ training:
   batch_size: 2
   max_epochs: {max_epochs}
   iterations_per_epoch: {iterations}
+  lr: {lr}            # null: 1e-3 from scratch, 1e-4 when fine-tuning (000: transfer learning)
+  lr_schedule: {lr_schedule}   # constant | poly
   min_delta: 0.001     # early stopping: best validation Dice must rise by more than this
   patience: 10         # ... within this many epochs
 
@@ -85,6 +87,8 @@ def render_template(
     iterations_per_epoch: int = 100,
     external_members: str = "[]",
     holdout_fraction: float = 0.2,
+    lr: float | None = None,
+    lr_schedule: str = "constant",
 ) -> str:
     ds = "".join(f"  - path: {p}\n" for p in datasets)
     arch = "".join(f"  - name: {a}\n    size: {s}\n" for a, s in architectures) or "  []\n"
@@ -100,6 +104,8 @@ def render_template(
         iterations=iterations_per_epoch,
         external_members=external_members,
         holdout=holdout_fraction,
+        lr="null" if lr is None else repr(float(lr)),
+        lr_schedule=lr_schedule,
     )
 
 

@@ -70,6 +70,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from alqa_core.config import load_campaign
+    from alqa_core.export import export_nnunet
+
+    result = export_nnunet(_layout(), Path(args.out), load_campaign(os.environ["ALQA_CAMPAIGN"]).organ_table, args.name)
+    print(f"exported {len(result.cases)} cases to {result.root} (nnU-Net v2 raw layout, provenance.csv)")
+    return 0
+
+
 def _layout():
     from alqa_core.config import load_campaign
     from alqa_core.workspace import WorkspaceLayout
@@ -115,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="round, queue, submissions, rejections, convergence")
     s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("export", help="write the reassembled dataset in nnU-Net v2 raw layout")
+    s.add_argument("out")
+    s.add_argument("--name", default="Dataset500_alqa")
+    s.set_defaults(fn=cmd_export)
     return p
 
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-STEPS = 4
+STEPS = 6
 
 
 def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3000, progress=print) -> int:
@@ -22,6 +22,7 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
     from alqa_core.config_template import write_template
     from alqa_core.ingest import index_campaign
     from alqa_core.phantoms import CampaignSpec, write_campaign
+    from alqa_dagster.defs.automation import ROUND_ASSETS
     from alqa_dagster.runner import ensure_dagster_home, full_range, materialize, register_cases
 
     root = root.resolve()
@@ -39,11 +40,14 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
             workspace_root="./workspace",
             datasets=tuple(f"./campaign/datasets/{p.name}" for p in sorted((campaign_dir / "datasets").iterdir())),
             architectures=(("unet", "tiny"), ("segresnet", "tiny")),
-            spacing_mm=4.0,
+            # 5 mm and a 48^3 patch (240 mm) let a tiny network see enough context on 2 CPU cores
+            spacing_mm=5.0,
             patch_vox=48,
             roi_vox=64,
-            max_epochs=30,
-            iterations_per_epoch=8,
+            max_epochs=14,
+            iterations_per_epoch=30,
+            lr=3e-3,
+            lr_schedule="poly",
         )
     os.environ["ALQA_CAMPAIGN"] = str(config_path)
     home = ensure_dagster_home(root / "dagster_home")
@@ -53,9 +57,22 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
         progress(f"registered {len(new)} new case partitions (Dagster home {home})")
         materialize(instance, ["raw_scans", "original_labels", "preprocessed_volumes"], full_range(instance))
         progress("ingested every case: raw_scans, original_labels, preprocessed_volumes (one batched run)")
+        progress(f"round 0: training {', '.join(a.name for a in cfg.architectures)} (tiny) -> predictions -> attention -> priority -> queue; this takes a few minutes")
+        materialize(instance, ROUND_ASSETS, full_range(instance))
+        from alqa_core.status import campaign_status
+        from alqa_core.workspace import WorkspaceLayout
+
+        status = campaign_status(WorkspaceLayout(cfg.workspace_root))
+        progress("round 0 done:\n" + status.render())
     if not start_ui:
         progress.done(f"demo finished without UI; workspace {cfg.workspace_root}")
         return 0
+    print(
+        f"\nNext: open the UI, look at annotation_queue's work packages under {cfg.workspace_root / 'work_packages'},\n"
+        f"then e.g.  ALQA_CAMPAIGN={config_path} .venv/bin/alqa confirm <case> --annotator you\n"
+        "and let the sensors (enable them in the UI) take it from there.",
+        flush=True,
+    )
     progress(f"starting the Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
     return exec_dagster_dev(port)
 

@@ -21,17 +21,18 @@ revision_job = dg.define_asset_job(
     selection=["revised_labels", "reassembled_labels"],
     description="An accepted submission: the case's revised label, then its reassembled label.",
 )
+ROUND_ASSETS = [
+    "training_set",
+    "model_checkpoints",
+    "soft_predictions",
+    "attention_maps",
+    "priority_list",
+    "annotation_queue",
+    "evaluation_report",
+]
 round_job = dg.define_asset_job(
     "round_job",
-    selection=[
-        "training_set",
-        "model_checkpoints",
-        "soft_predictions",
-        "attention_maps",
-        "priority_list",
-        "annotation_queue",
-        "evaluation_report",
-    ],
+    selection=ROUND_ASSETS,
     description="One round: training set, (fine-)tuned checkpoints in the gpu pool, predictions and attention for "
     "every case (one batched run), priority list, queue with work packages, evaluation. Launch it over all "
     "case partitions (a partition range).",
