@@ -55,7 +55,7 @@ def materialize(
         # a quiet console: the CLI shows its own progress; the UI keeps every event
         run_config = dg.RunConfig(ops=run_config.ops, resources=run_config.resources, loggers={"console": {"config": {"log_level": os.environ.get("ALQA_LOG_LEVEL", "WARNING")}}}, execution=run_config.execution)
     result = dg.materialize(
-        list(d.assets or []),
+        list(d.assets or []) + list(d.asset_checks or []),
         selection=list(selection),
         instance=instance,
         resources=dict(d.resources or {}),

@@ -9,6 +9,7 @@ import numpy as np
 from alqa_core.catalog import Catalog
 from alqa_core.ingest import index_campaign
 from alqa_core.config import load_campaign
+from alqa_dagster.defs.checks import original_labels_on_raw_grid
 from alqa_dagster.defs.ingest import original_labels, preprocessed_volumes, raw_scans
 
 from .conftest import campaign_yaml, make_resources
@@ -20,7 +21,7 @@ def test_ingest_assets_over_a_partition_range(tmp_path, phantom_campaign, instan
     case_ids = sorted(index_campaign(cfg).cases)
     instance.add_dynamic_partitions("cases", case_ids)
     result = dg.materialize(
-        [raw_scans, original_labels, preprocessed_volumes],
+        [raw_scans, original_labels, preprocessed_volumes, original_labels_on_raw_grid],
         instance=instance,
         resources=make_resources(cfg_path),
         tags={"dagster/asset_partition_range_start": case_ids[0], "dagster/asset_partition_range_end": case_ids[-1]},
@@ -40,5 +41,7 @@ def test_ingest_assets_over_a_partition_range(tmp_path, phantom_campaign, instan
     # a partial-label dataset's cases annotate only its organs
     liver_cases = cat.query("SELECT annotated_organs FROM cases WHERE dataset LIKE '%Liver%' AND has_label")
     assert set(liver_cases.annotated_organs) <= {"liver"}
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["checked"].value == len(case_ids)
     md = mats[0].metadata
     assert "preview" in md and md["preview"].value.startswith("![")

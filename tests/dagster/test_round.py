@@ -21,7 +21,7 @@ from alqa_dagster.defs.automation import round_sensor, submissions_sensor
 
 from .conftest import campaign_yaml, make_resources
 
-ROUND_ASSETS = ["training_set", "model_checkpoints", "soft_predictions", "attention_maps", "priority_list", "annotation_queue", "evaluation_report"]
+from alqa_dagster.defs.automation import ROUND_ASSETS
 
 
 def _materialize(instance, resources, selection, keys=None, partition=None, tags=None):
@@ -29,7 +29,7 @@ def _materialize(instance, resources, selection, keys=None, partition=None, tags
     run_tags = dict(tags or {})
     if keys:
         run_tags.update({"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
-    result = dg.materialize(list(d.assets), selection=selection, instance=instance, resources=resources, tags=run_tags, partition_key=partition)
+    result = dg.materialize(list(d.assets) + list(d.asset_checks), selection=selection, instance=instance, resources=resources, tags=run_tags, partition_key=partition)
     assert result.success
     return result
 
