@@ -12,16 +12,18 @@ Layout (see DESIGN.md, "Input dataset")::
 
 Nothing here ever writes into the dataset folder. Records are frozen
 dataclasses; volumes are loaded on demand by the ``load_*`` functions, which
-bring labels and predictions onto their image's grid (an axis flip or
-permutation of the same voxels, as converters produce, is undone; anything
-else is an :class:`AlqaInputError` naming both files).
+bring labels onto their image's grid (an axis flip or permutation of the same
+voxels, as converters produce, is undone; anything else is an
+:class:`AlqaInputError` naming both files). An external prediction record is
+converted by :func:`alqa_core.external.read_external_prediction`::
+
+    read_external_prediction(record.path, record.class_map, table, reference, record.member)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,7 +33,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.dicom import read_dicom_grid, read_dicom_series
-from alqa_core.io.nifti import NIFTI_SUFFIXES, read_ct, read_grid, read_label, read_nifti_array
+from alqa_core.io.nifti import NIFTI_SUFFIXES, read_ct, read_grid, read_label
 from alqa_core.organs import (
     DEFAULT_ORGAN_TABLE,
     ClassMap,
@@ -41,18 +43,18 @@ from alqa_core.organs import (
     class_map_preset,
     remap_labels,
 )
-from alqa_core.volume import CTVolume, Grid, LabelMap, SoftPrediction, grid_mismatch_mm, quantize_probabilities
+from alqa_core.volume import CTVolume, Grid, LabelMap, grid_mismatch_mm
+from alqa_core.workspace import CASE_ID_RE, validate_case_id
 
 log = logging.getLogger(__name__)
 
-CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: Kept for importers; the rule and :func:`validate_case_id` live in :mod:`alqa_core.workspace`.
+CASE_ID_PATTERN = CASE_ID_RE
 SPLIT_FOLDERS: tuple[tuple[str, str], ...] = (("train", "imagesTr"), ("test", "imagesTs"))
 LABELS_FOLDER = "labelsTr"
 PREDICTIONS_FOLDER = "predictions"
 MEMBER_JSON = "member.json"
 CHANNEL_SUFFIX = "_0000"
-#: Float probability maps may overshoot [0, 1] by this much (rounding in the writer).
-PROBABILITY_TOLERANCE = 1e-3
 
 
 # --------------------------------------------------------------------------
@@ -110,15 +112,6 @@ class CaseLabel:
     unmapped_voxels: int
     unmapped_values: tuple[int, ...]
     reoriented: bool  # the file's axes were flipped/permuted onto the image grid
-
-
-def validate_case_id(case_id: str, path: str | Path | None = None) -> str:
-    """Return ``case_id`` if it is ``[A-Za-z0-9_-]{1,64}``, else raise AlqaInputError."""
-    if not isinstance(case_id, str) or not CASE_ID_PATTERN.fullmatch(case_id):
-        raise AlqaInputError(
-            path, f"invalid case id {case_id!r}: use 1 to 64 characters from A-Z a-z 0-9 _ - (no dots, slashes or spaces)"
-        )
-    return case_id
 
 
 # --------------------------------------------------------------------------
@@ -384,10 +377,15 @@ def case_image_grid(case: CaseRecord) -> Grid:
     return read_grid(case.image_path)
 
 
-def _on_grid(
-    array: np.ndarray, affine: np.ndarray, reference: Grid, path: Path, reference_path: Path | None
+def _label_on_image_grid(
+    array: np.ndarray, affine: np.ndarray, reference: Grid, path: Path, image_path: Path
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Bring ``array`` (spatial axes first) onto ``reference`` if it holds the same voxels in another axis order."""
+    """Bring a label onto ``reference`` if it holds the same voxels in another axis order.
+
+    Same rule as ``alqa_core.external`` applies to member predictions, but a
+    label also needs the reoriented flag, the new affine, and an error naming
+    both the label and the image file.
+    """
     spatial = tuple(array.shape[:3])
     if Grid(spatial, affine).matches(reference):
         return array, affine, False
@@ -402,8 +400,7 @@ def _on_grid(
         if grid.shape != reference.shape
         else f"voxel centres differ by up to {grid_mismatch_mm(grid, reference):.3f} mm"
     )
-    against = f"image {reference_path}" if reference_path is not None else "reference grid"
-    raise AlqaInputError(path, f"not on the grid of {against} ({detail}): mis-registered or from another scan")
+    raise AlqaInputError(path, f"not on the grid of image {image_path} ({detail}): mis-registered or from another scan")
 
 
 def load_case_label_report(
@@ -421,7 +418,7 @@ def load_case_label_report(
         return None
     label = read_label(case.label_path, class_map.name)
     grid = reference if reference is not None else case_image_grid(case)
-    array, affine, reoriented = _on_grid(label.array, label.affine, grid, case.label_path, case.image_path)
+    array, affine, reoriented = _label_on_image_grid(label.array, label.affine, grid, case.label_path, case.image_path)
     annotated = ClassMap(
         class_map.name, {v: o for v, o in class_map.source_to_organ.items() if o in case.annotated_organs}
     )
@@ -449,72 +446,6 @@ def load_case_label(
     return None if report is None else report.label
 
 
-def _integral_labels(path: Path, array: np.ndarray) -> np.ndarray:
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(array == np.round(array)):
-            raise AlqaInputError(path, "3D prediction has non-integer values: a probability map needs a channel axis (i, j, k, C)")
-        array = array.astype(np.int32)
-    elif not np.issubdtype(array.dtype, np.integer):
-        raise AlqaInputError(path, f"label map has non-integer voxel type {array.dtype}")
-    if array.size and array.min() < 0:
-        raise AlqaInputError(path, f"label map has negative values (min {int(array.min())})")
-    return array
-
-
-def load_external_prediction(
-    record: ExternalPredictionRecord, table: OrganTable = DEFAULT_ORGAN_TABLE, reference: Grid | None = None
-) -> SoftPrediction:
-    """An external member's output as a :class:`SoftPrediction` on ``reference``.
-
-    A 3D label map becomes one-hot 0/255 channels; a 4D map ``(i, j, k, C)``
-    holds source-class probabilities (channel c = source value c; float in
-    [0, 1] or uint8 p*255). Channels are the table organs the member's class
-    map covers, in table order (a member that never predicts an organ has no
-    channel for it rather than a confident zero).
-    """
-    path = record.path
-    array, affine = read_nifti_array(path)
-    if array.ndim == 5 and array.shape[3] == 1:  # NIfTI vector convention (i, j, k, 1, C)
-        array = array[:, :, :, 0, :]
-    if array.ndim == 4 and array.shape[3] == 1:
-        array = array[..., 0]
-    if array.ndim not in (3, 4):
-        raise AlqaInputError(path, f"expected a 3D label map or a 4D probability map, got shape {array.shape}")
-    source = record.class_map.source_to_organ
-    organs = tuple(n for n in table.names if n in set(source.values()))
-    if not organs:
-        raise AlqaInputError(path, f"class map {record.class_map.name!r} names no organ of the organ table {table.names}")
-    if reference is not None:
-        array, affine, _ = _on_grid(array, affine, reference, path, None)
-    if array.ndim == 3:
-        remapped = remap_labels(_integral_labels(path, array), record.class_map, table).array
-        values = np.array([table.value_of(o) for o in organs], dtype=remapped.dtype)
-        onehot = (remapped[None] == values[:, None, None, None]).astype(np.uint8) * np.uint8(255)
-        return SoftPrediction(onehot, affine, organs, record.member)
-    n_channels = array.shape[3]
-    wanted = {o: [v for v, name in sorted(source.items()) if name == o] for o in organs}
-    beyond = [v for vs in wanted.values() for v in vs if v >= n_channels]
-    if beyond:
-        raise AlqaInputError(
-            path, f"class map {record.class_map.name!r} needs channel(s) {beyond}, but the map has {n_channels} channels"
-        )
-    if array.dtype == np.uint8:
-        scale = np.float32(1.0 / 255.0)
-    elif np.issubdtype(array.dtype, np.floating):
-        lo, hi = float(array.min()), float(array.max())
-        if lo < -PROBABILITY_TOLERANCE or hi > 1 + PROBABILITY_TOLERANCE:
-            raise AlqaInputError(path, f"probabilities must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
-        scale = np.float32(1.0)
-    else:
-        raise AlqaInputError(path, f"4D probability maps must be float or uint8 (p * 255), got {array.dtype}")
-    # Only the needed channels are converted. Several source values mapping to one
-    # organ add up (clipped to 1 on quantizing).
-    channels = np.stack(
-        [np.take(array, wanted[o], axis=3).astype(np.float32).sum(axis=3) * scale for o in organs]
-    )
-    return SoftPrediction(quantize_probabilities(channels), affine, organs, record.member)
-
-
 __all__ = [
     "CASE_ID_PATTERN",
     "CaseLabel",
@@ -525,7 +456,6 @@ __all__ = [
     "load_case_image",
     "load_case_label",
     "load_case_label_report",
-    "load_external_prediction",
     "read_dataset",
     "read_datasets",
     "read_prediction_folder",

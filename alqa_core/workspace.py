@@ -20,13 +20,13 @@ MEMBER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def validate_case_id(case_id: str, path: str | Path | None = None) -> str:
     """``[A-Za-z0-9_-]{1,64}``, so a case id can never escape a folder."""
-    if not isinstance(case_id, str) or not CASE_ID_RE.match(case_id):
+    if not isinstance(case_id, str) or not CASE_ID_RE.fullmatch(case_id):
         raise AlqaInputError(path, f"invalid case id {case_id!r}: must match [A-Za-z0-9_-]{{1,64}}")
     return case_id
 
 
 def _member(name: str) -> str:
-    if not MEMBER_RE.match(name) or name.startswith("."):
+    if not MEMBER_RE.fullmatch(name) or name.startswith("."):
         raise ValueError(f"invalid member name {name!r}: must match [A-Za-z0-9_.-]{{1,64}}")
     return name
 

@@ -10,8 +10,10 @@ from alqa_core.ingest import index_campaign, ingest_label, ingest_scan, preproce
 from alqa_dagster.metadata import numbers, png_markdown
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
 
-#: Per-case assets run in batches during backfills: one run per 50 cases.
-CASE_BATCHES = dg.BackfillPolicy.multi_run(max_partitions_per_run=50)
+#: A backfill of per-case assets is one run over the whole partition range, so each
+#: model loads once per backfill; `dagster asset materialize --partition-range`
+#: accepts only this policy.
+CASE_BATCHES = dg.BackfillPolicy.single_run()
 
 
 @dg.asset(

@@ -15,19 +15,20 @@ from alqa_core.dataset import (
     load_case_image,
     load_case_label,
     load_case_label_report,
-    load_external_prediction,
     read_dataset,
     read_datasets,
     read_prediction_folder,
     validate_case_id,
 )
 from alqa_core.errors import AlqaInputError
+from alqa_core.external import ExternalPrediction, read_external_prediction
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, class_map_from_labels, class_map_preset
 from alqa_core.volume import Grid
 
 SHAPE = (6, 5, 4)
 AFFINE = np.array([[1.5, 0, 0, -4.0], [0, 1.5, 0, 2.0], [0, 0, 3.0, 10.0], [0, 0, 0, 1]])
 T = DEFAULT_ORGAN_TABLE
+REF = Grid(SHAPE, AFFINE)
 
 
 def save(path: Path, array, affine=AFFINE) -> Path:
@@ -63,6 +64,11 @@ def label_array(values) -> np.ndarray:
     for n, v in enumerate(values):
         arr[n, 0, 0] = v
     return arr
+
+
+def external(record, reference: Grid = REF) -> ExternalPrediction:
+    """A dataset's prediction record converted the one way alqa converts members."""
+    return read_external_prediction(record.path, record.class_map, T, reference, record.member)
 
 
 def listing(root: Path) -> list[tuple[str, int, int]]:
@@ -204,8 +210,10 @@ def test_external_label_map_prediction_with_member_json(tmp_path):
     ds = read_dataset(root)
     (record,) = ds.predictions
     assert (record.member, record.case_id, record.class_map.name) == ("totalseg", "a", "total")
-    soft = load_external_prediction(record, T, Grid(SHAPE, AFFINE))
-    assert soft.organs == T.names and soft.member == "totalseg"
+    ext = external(record)
+    soft = ext.prediction
+    assert soft.organs == T.names and ext.member == "totalseg"
+    assert {"liver", "spleen", "aorta", "inferior_vena_cava"} <= set(ext.covered_organs)
     assert soft.array.dtype == np.uint8 and set(np.unique(soft.array)) == {0, 255}
     for n, organ in enumerate(["liver", "spleen", "aorta", "inferior_vena_cava"]):
         assert soft.array[T.channel_of(organ), n, 0, 0] == 255
@@ -223,13 +231,14 @@ def test_external_probability_maps(tmp_path):
     members = {"nnunet": class_map_from_labels("nnunet_liver_spleen", {"background": 0, "liver": 1, "spleen": 2})}
     ds = read_dataset(root, members=members)
     a, b = ds.predictions
-    ref = Grid(SHAPE, AFFINE)
-    soft_a = load_external_prediction(a, T, ref)
-    assert soft_a.organs == ("spleen", "liver")
-    np.testing.assert_array_equal(soft_a.array[0], as_uint8[..., 2])
-    np.testing.assert_array_equal(soft_a.array[1], as_uint8[..., 1])
-    soft_b = load_external_prediction(b, T, ref)
-    np.testing.assert_array_equal(soft_b.array, soft_a.array)
+    ext_a = external(a)
+    assert ext_a.covered_organs == ("spleen", "liver")
+    assert "kidney_left" in ext_a.missing_organs
+    soft_a = ext_a.prediction
+    np.testing.assert_array_equal(soft_a.array[T.channel_of("spleen")], as_uint8[..., 2])
+    np.testing.assert_array_equal(soft_a.array[T.channel_of("liver")], as_uint8[..., 1])
+    assert not soft_a.array[~ext_a.coverage_mask].any()  # uncovered organs are 0, flagged by coverage
+    np.testing.assert_array_equal(external(b).prediction.array, soft_a.array)
 
 
 def test_prediction_defaults_to_dataset_class_map_and_is_brought_onto_the_grid(tmp_path):
@@ -242,10 +251,11 @@ def test_prediction_defaults_to_dataset_class_map_and_is_brought_onto_the_grid(t
     ds = read_dataset(root)
     (record,) = ds.predictions
     assert record.class_map is ds.class_map
-    soft = load_external_prediction(record, T, Grid(SHAPE, AFFINE))
-    assert soft.grid.matches(Grid(SHAPE, AFFINE))
-    assert soft.organs == ("spleen", "liver")
-    assert soft.array[1, 0, 0, 0] == 255 and soft.array[0, 1, 0, 0] == 255
+    ext = external(record)
+    assert ext.prediction.grid.matches(REF)
+    assert ext.covered_organs == ("spleen", "liver")
+    assert ext.prediction.array[T.channel_of("liver"), 0, 0, 0] == 255
+    assert ext.prediction.array[T.channel_of("spleen"), 1, 0, 0] == 255
 
 
 def test_prediction_errors(tmp_path):
@@ -253,15 +263,23 @@ def test_prediction_errors(tmp_path):
     folder = root / "predictions" / "m"
     path = save(folder / "a.nii.gz", label_array([1]), AFFINE + np.diag([0, 0, 0.5, 0]))
     (record,) = read_dataset(root).predictions
-    with pytest.raises(AlqaInputError, match="not on the grid") as err:
-        load_external_prediction(record, T, Grid(SHAPE, AFFINE))
+    with pytest.raises(AlqaInputError, match="mis-registered") as err:
+        external(record)
     assert err.value.path == str(path)
     save(folder / "a.nii.gz", np.full(SHAPE + (2,), 1.2, np.float32))
     with pytest.raises(AlqaInputError, match=r"\[0, 1\]"):
-        load_external_prediction(record, T, Grid(SHAPE, AFFINE))
-    wide = class_map_preset("total")
-    with pytest.raises(AlqaInputError, match="needs channel"):
-        load_external_prediction(record.__class__("m", "a", path, wide), T, Grid(SHAPE, AFFINE))
+        external(record)
+    nan = np.full(SHAPE + (2,), 0.5, np.float32)
+    nan[1, 1, 1, 1] = np.nan
+    save(folder / "a.nii.gz", nan)
+    with pytest.raises(AlqaInputError, match="NaN") as err:
+        external(record)
+    assert err.value.path == str(path)
+    # a 2-channel file read with the full TotalSegmentator map covers only channel 1 (spleen)
+    save(folder / "a.nii.gz", np.full(SHAPE + (2,), 0.5, np.float32))
+    wide = external(record.__class__("m", "a", path, class_map_preset("total")))
+    assert wide.covered_organs == ("spleen",)
+    assert "liver" in wide.missing_organs
     save(folder / "ghost.nii.gz", label_array([1]))
     with pytest.raises(AlqaInputError, match="does not have") as err:
         read_dataset(root)
@@ -278,8 +296,7 @@ def test_prediction_folder_outside_the_dataset(tmp_path):
     save(outside / "x2.nii", label_array([1]))
     records = read_prediction_folder(outside, "totalseg", class_map_preset("total"))
     assert [(r.case_id, r.path.name) for r in records] == [("x1", "x1.nii.gz"), ("x2", "x2.nii")]
-    soft = load_external_prediction(records[0], T, Grid(SHAPE, AFFINE))
-    assert soft.array[T.channel_of("liver"), 0, 0, 0] == 255
+    assert external(records[0]).prediction.array[T.channel_of("liver"), 0, 0, 0] == 255
     with pytest.raises(AlqaInputError, match="does not have"):
         read_prediction_folder(outside, "totalseg", class_map_preset("total"), case_ids=["x1"])
     with pytest.raises(AlqaInputError, match="does not exist"):
@@ -411,7 +428,7 @@ def test_reader_never_writes_into_the_dataset(tmp_path):
             load_case_image(case)
             load_case_label(case, ds.class_map)
         for record in ds.predictions:
-            load_external_prediction(record, T, Grid(SHAPE, AFFINE))
+            external(record)
         read_datasets([root])
     finally:
         os.chmod(root, 0o755)
