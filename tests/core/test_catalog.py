@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -10,14 +11,16 @@ import pytest
 from alqa_core.catalog import Catalog
 
 
-def _writer(args):
-    root, worker, n_rows = args
-    cat = Catalog(root)
-    for i in range(n_rows):
-        cat.write("cases", f"w{worker}_{i}", pd.DataFrame({"case_id": [f"c{worker}_{i}"], "dataset": ["d"], "split": ["train"]}))
-        # read while others write: must never see a half-written file
-        cat.query("SELECT count(*) AS n FROM cases")
-    return n_rows
+WRITER = """
+import sys
+import pandas as pd
+from alqa_core.catalog import Catalog
+root, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cat = Catalog(root)
+for i in range(n):
+    cat.write("cases", f"w{worker}_{i}", pd.DataFrame({"case_id": [f"c{worker}_{i}"], "dataset": ["d"], "split": ["train"]}))
+    cat.query("SELECT count(*) AS n FROM cases")  # read while others write: never a half-written file
+"""
 
 
 def test_write_read_query_roundtrip(tmp_path):
@@ -52,10 +55,12 @@ def test_empty_table_and_bad_names(tmp_path):
 
 def test_concurrent_writers_lose_no_rows_and_see_no_lock_errors(tmp_path):
     n_workers, n_rows = 4, 15
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(n_workers) as pool:
-        done = pool.map(_writer, [(str(tmp_path), w, n_rows) for w in range(n_workers)])
-    assert sum(done) == n_workers * n_rows
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(w), str(n_rows)], stderr=subprocess.PIPE, text=True)
+        for w in range(n_workers)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
     cat = Catalog(tmp_path)
     assert int(cat.query("SELECT count(*) AS n FROM cases").n.iloc[0]) == n_workers * n_rows
     assert not [p for p in (tmp_path / "cases").iterdir() if p.name.startswith(".tmp")]
