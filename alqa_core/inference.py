@@ -11,15 +11,15 @@ ensemble member once for a whole batch of cases (outer loop over members,
 inner loop over cases) and maps the probabilities back to each case's
 original grid as uint8 :class:`~alqa_core.volume.SoftPrediction`.
 
-What makes it fast (the first two are measured, as ablations, in
+What makes it fast (the first three are measured, as ablations, in
 ``benchmarks/bench_inference.py`` and change the outputs by float rounding
 only; the others simply avoid work):
 
 - ``torch.inference_mode`` (no autograd graph, no saved activations);
-- ``sw_batch_size`` > 1 windows per forward pass and channels-last-3d
-  weights/windows on CPU: both route PyTorch's CPU Conv3d to oneDNN (with one
-  thread and a batch of one window it falls back to the im2col
-  ``slow_conv3d``, about 3x slower), and channels-last is oneDNN's layout;
+- ``sw_batch_size`` > 1 windows per forward pass: PyTorch's CPU Conv3d runs
+  a batch of one through the im2col ``slow_conv3d`` and larger batches
+  through oneDNN, 2-3x faster (a lone window is repeated to a batch of two);
+- channels-last-3d weights and windows on CPU (oneDNN's layout);
 - a gaussian blending map computed once per (roi, device), not per call;
 - the ROI clamped to the volume (rounded up to the networks' divisibility)
   so a thin volume is not padded up to a cubic window;
@@ -194,12 +194,20 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 
 def _forward(prepared: PreparedNetwork, x: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    if n == 1 and prepared.device.type == "cpu" and not prepared.mc_dropout:
+        # PyTorch's CPU Conv3d dispatch picks the im2col ``slow_conv3d`` for a
+        # batch of one and oneDNN from two up; a zero-copy repeat of a lone
+        # window (one-window volumes, a last partial batch) halves its time.
+        x = x.expand(2, *x.shape[1:])
     if prepared.channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     if prepared.amp_dtype is None:
-        return prepared.module(x)
-    with torch.autocast(prepared.device.type, dtype=prepared.amp_dtype):
-        return prepared.module(x).float()
+        out = prepared.module(x)
+    else:
+        with torch.autocast(prepared.device.type, dtype=prepared.amp_dtype):
+            out = prepared.module(x).float()
+    return out[:n]
 
 
 def _run_windows(
@@ -280,7 +288,8 @@ def mc_dropout_predict(
     """MC dropout: ``n_samples`` stochastic passes per window, averaged.
 
     Dropout layers are in train mode, everything else in eval. Each window
-    batch is run ``n_samples`` times and its sigmoid probabilities averaged
+    gets ``n_samples`` passes (several per forward when the window batch is
+    below ``sw_batch_size``) and its sigmoid probabilities are averaged
     before blending (the mean is linear, so blending means = mean of blends).
     ``seed`` (default ``config.mc_seed``) makes the masks reproducible without
     touching the global RNG. ValueError if the network has no dropout.
@@ -292,9 +301,17 @@ def mc_dropout_predict(
     seed = config.mc_seed if seed is None else seed
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
-        total = torch.sigmoid_(_forward(prepared, x).float())
-        for _ in range(n_samples - 1):
-            total += torch.sigmoid_(_forward(prepared, x).float())
+        # Several samples share one forward pass when the window batch is
+        # smaller than sw_batch_size: each copy draws its own dropout masks.
+        b = x.shape[0]
+        per_pass = max(1, config.sw_batch_size // b)
+        total, done = None, 0
+        while done < n_samples:
+            k = min(per_pass, n_samples - done)
+            probs = torch.sigmoid_(_forward(prepared, x.repeat(k, *([1] * (x.ndim - 1)))).float())
+            probs = probs.view(k, b, *probs.shape[1:]).sum(0)
+            total = probs if total is None else total.add_(probs)
+            done += k
         return total / n_samples
 
     devices = [prepared.device] if prepared.device.type == "cuda" else []
