@@ -1,0 +1,386 @@
+"""Query strategies: which slices or volumes to annotate next, at a fixed effort budget.
+
+The four strategies of 004_03246784a706ec26.txt §II.E, plus nnActive's
+foreground-aware random baseline. Each is a pure function
+
+    strategy(pool, budget, *, seed, exclude_cases, effort_model, ...) -> Selection
+
+of the pool's :class:`~alqa_core.strategies.uncertainty.CaseUncertainty`
+records (uncertainty curves, volume uncertainties, slice counts, predicted
+foreground, slices already annotated), a budget in effort units
+(:mod:`alqa_core.strategies.effort`: a case's first slice costs 1, each
+further slice of it 1/3), a seed, and case ids to leave out. Results do not
+depend on the order of ``pool``: cases are handled in ``case_id`` order and
+every random choice comes from ``numpy.random.default_rng(seed)``.
+
+- **USS** (uncertainty slice sampling): the candidates of every case (local
+  maxima of its slice-uncertainty curve, >= ``min_distance`` = 5 slices apart,
+  :func:`~alqa_core.strategies.uncertainty.candidate_slices`), ranked across
+  the whole pool by their uncertainty, highest first (ties: case_id, slice).
+  A candidate that is annotated already or closer than ``min_distance`` to an
+  annotated slice is dropped, so new slices are never neighbours of old ones.
+- **RSS** (random slice sampling): open slices of the pool in uniformly random order.
+- **UVS** (uncertainty volume sampling): whole volumes by volume uncertainty, highest first.
+- **RVS** (random volume sampling): whole volumes in uniformly random order.
+- **fg_random** (nnActive's "Foreground Aware Random", Lüth et al. 2025):
+  each draw, with probability ``foreground_share`` picks an open slice with
+  probability proportional to its predicted foreground voxels, otherwise a
+  uniformly random open slice. nnActive's ``random-label`` strategy draws a
+  patch centred on a random foreground voxel (inside or on the border of the
+  segmentation) in 2 of 3 draws and a uniform patch in 1 of 3, so the default
+  share is 2/3 (``"fg_random"``); its ``random-label2`` uses 1/3
+  (``"fg_random_33"``). A draw centred on a random foreground voxel picks a
+  slice with probability proportional to its foreground count, which is what
+  the weights here are. nnActive queries 3D patches from ground-truth labels;
+  here the unit is an axial slice and the foreground is whatever the caller
+  puts in ``slice_foreground`` (predicted, or true labels in a simulation).
+
+Budget filling (all strategies): proposals are taken in the strategy's order
+while their marginal effort fits; one that does not fit is skipped and the
+next is tried (a same-volume slice at 1/3 may still fit after a new volume at
+1 did not; a smaller volume after a larger one). So strategies compare at
+equal effort, never exceeding the budget. Whole volumes take every open
+(not yet annotated) slice of the case.
+
+Strategies are looked up by name in :data:`STRATEGIES`, a table;
+:func:`select` is the one entry point that takes a name.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Callable, Collection, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from alqa_core.strategies.effort import (
+    BUDGET_EPS,
+    DEFAULT_EFFORT_MODEL,
+    BudgetFiller,
+    EffortModel,
+    case_effort,
+    effort,
+)
+from alqa_core.strategies.uncertainty import MIN_PEAK_DISTANCE_SLICES, CaseUncertainty, candidate_slices
+
+#: nnActive ``random-label``: one of {all, seg, border} uniformly -> 2/3 foreground-centred draws.
+NNACTIVE_FOREGROUND_SHARE = 2.0 / 3.0
+
+
+@dataclass(frozen=True)
+class SliceSelection:
+    """Slices of one case to annotate (sorted, unique, >= 0)."""
+
+    case_id: str
+    slices: tuple[int, ...]
+
+    def __post_init__(self):
+        slices = tuple(sorted(set(int(s) for s in self.slices)))
+        if not slices or slices[0] < 0:
+            raise ValueError(f"case {self.case_id}: a slice selection needs >= 1 slice index >= 0, got {self.slices}")
+        object.__setattr__(self, "slices", slices)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a strategy chose: items in the order their cases were first picked, and their effort (slice units)."""
+
+    strategy: str
+    items: tuple[SliceSelection, ...]
+    effort_slices: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "items", tuple(self.items))
+        ids = [item.case_id for item in self.items]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a selection lists each case once; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        return tuple(item.case_id for item in self.items)
+
+    @property
+    def n_slices(self) -> int:
+        return sum(len(item.slices) for item in self.items)
+
+    def slices_of(self, case_id: str) -> tuple[int, ...]:
+        for item in self.items:
+            if item.case_id == case_id:
+                return item.slices
+        return ()
+
+    def to_records(self) -> list[dict]:
+        """One row per (case, slice): ``strategy, case_id, slice, pick_order`` (pick_order = the case's rank)."""
+        return [
+            {"strategy": self.strategy, "case_id": item.case_id, "slice": s, "pick_order": rank}
+            for rank, item in enumerate(self.items)
+            for s in item.slices
+        ]
+
+
+StrategyFn = Callable[..., Selection]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _eligible(pool: Sequence[CaseUncertainty], exclude_cases: Collection[str]) -> list[CaseUncertainty]:
+    """Pool cases not excluded and with an open slice, in case_id order; ValueError on duplicate ids."""
+    ids = [c.case_id for c in pool]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"pool lists a case twice: {sorted({i for i in ids if ids.count(i) > 1})}")
+    excluded = set(exclude_cases)
+    cases = [c for c in pool if c.case_id not in excluded and len(c.annotated_slices) < c.n_slices]
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def _foreground_map(cases: Sequence[CaseUncertainty], model: EffortModel) -> dict[str, np.ndarray]:
+    """case_id -> "slice has foreground" flags, only when the effort model prices empty slices."""
+    if model.empty_slice is None:
+        return {}
+    return {c.case_id: c.foreground_flags() for c in cases if c.slice_foreground is not None}
+
+
+def _finish(name: str, picked: Mapping[str, Sequence[int]], cases: Sequence[CaseUncertainty], model: EffortModel) -> Selection:
+    items = tuple(SliceSelection(case_id, tuple(slices)) for case_id, slices in picked.items() if slices)
+    draft = Selection(name, items, 0.0)
+    return replace(draft, effort_slices=effort(draft, model, _foreground_map(cases, model)))
+
+
+def _fill_slices(
+    name: str, cases: Sequence[CaseUncertainty], proposals: Iterator[tuple[str, int]], budget: float, model: EffortModel
+) -> Selection:
+    filler = BudgetFiller(budget, model, _foreground_map(cases, model)).fill(proposals)
+    return _finish(name, filler.picked, cases, model)
+
+
+def _open_pairs(cases: Sequence[CaseUncertainty]) -> tuple[np.ndarray, np.ndarray]:
+    """All open (case index, slice) pairs, case_id order then slice order."""
+    opened = [c.open_slices() for c in cases]
+    case_idx = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(opened)] or [np.zeros(0, np.int64)])
+    slices = np.concatenate(opened or [np.zeros(0, np.int64)]).astype(np.int64)
+    return case_idx, slices
+
+
+def _pairs_in_order(cases, case_idx, slices, order: Iterator[int]) -> Iterator[tuple[str, int]]:
+    for i in order:
+        yield cases[int(case_idx[i])].case_id, int(slices[i])
+
+
+def _mixture_order(weights: np.ndarray, share: float, rng: np.random.Generator) -> Iterator[int]:
+    """Sequential draws without replacement: with prob ``share`` proportional to ``weights``, else uniform.
+
+    The weighted stream is a weighted random permutation (Efraimidis & Spirakis:
+    sort by ``Exp(1) / w``), which equals successive draws proportional to the
+    weights of the items left; the uniform stream is a random permutation. Each
+    draw flips a coin for its stream and takes that stream's next item not yet
+    drawn; once the weighted stream runs out, draws are uniform.
+    """
+    n = weights.size
+    uniform = rng.permutation(n)
+    positive = np.flatnonzero(weights > 0)
+    keys = rng.exponential(size=positive.size) / weights[positive]
+    weighted = positive[np.argsort(keys, kind="stable")]
+    drawn = np.zeros(n, dtype=bool)
+    u = w = 0
+    while True:
+        take_weighted = w < weighted.size and share > 0 and rng.random() < share
+        if take_weighted:
+            while w < weighted.size and drawn[weighted[w]]:
+                w += 1
+            if w < weighted.size:
+                i = int(weighted[w])
+                drawn[i] = True
+                yield i
+                continue
+        while u < n and drawn[uniform[u]]:
+            u += 1
+        if u >= n:
+            return
+        i = int(uniform[u])
+        drawn[i] = True
+        yield i
+
+
+def _check_budget(budget: float) -> float:
+    b = float(budget)
+    if not math.isfinite(b) or b < 0:
+        raise ValueError(f"budget must be finite and >= 0 effort units, got {budget}")
+    return b
+
+
+# --------------------------------------------------------------------------- slice strategies
+
+
+def uncertainty_slice_sampling(
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+    min_distance: int = MIN_PEAK_DISTANCE_SLICES,
+) -> Selection:
+    """USS: the pool's most uncertain slice candidates (deterministic; ``seed`` is unused)."""
+    budget = _check_budget(budget)
+    cases = _eligible(pool, exclude_cases)
+    ranked: list[tuple[float, str, int]] = []
+    for case in cases:
+        if case.slice_uncertainty is None:
+            raise ValueError(f"case {case.case_id}: USS needs its slice_uncertainty curve")
+        done = np.asarray(case.annotated_slices, dtype=np.int64)
+        for s in candidate_slices(case.slice_uncertainty, min_distance):
+            if done.size and np.min(np.abs(done - s)) < min_distance:
+                continue
+            ranked.append((-float(case.slice_uncertainty[s]), case.case_id, s))
+    ranked.sort()
+    return _fill_slices("uss", cases, ((c, s) for _, c, s in ranked), budget, effort_model)
+
+
+def random_slice_sampling(
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+) -> Selection:
+    """RSS: open slices of the pool in uniformly random order."""
+    budget = _check_budget(budget)
+    cases = _eligible(pool, exclude_cases)
+    case_idx, slices = _open_pairs(cases)
+    order = np.random.default_rng(seed).permutation(case_idx.size)
+    return _fill_slices("rss", cases, _pairs_in_order(cases, case_idx, slices, iter(order)), budget, effort_model)
+
+
+def foreground_random_sampling(
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+    foreground_share: float = NNACTIVE_FOREGROUND_SHARE,
+) -> Selection:
+    """nnActive's foreground-aware random: a ``foreground_share`` of draws proportional to slice foreground.
+
+    The rest (``1 - foreground_share``) are uniform over open slices. Cases
+    without ``slice_foreground`` have weight 0 (reachable by uniform draws only).
+    """
+    budget = _check_budget(budget)
+    if not 0.0 <= foreground_share <= 1.0:
+        raise ValueError(f"foreground_share must be in [0, 1], got {foreground_share}")
+    cases = _eligible(pool, exclude_cases)
+    case_idx, slices = _open_pairs(cases)
+    per_case = [
+        np.zeros(len(c.open_slices())) if c.slice_foreground is None else c.slice_foreground[c.open_slices()]
+        for c in cases
+    ]
+    weights = np.concatenate(per_case) if per_case else np.zeros(0)
+    order = _mixture_order(weights, float(foreground_share), np.random.default_rng(seed))
+    return _fill_slices("fg_random", cases, _pairs_in_order(cases, case_idx, slices, order), budget, effort_model)
+
+
+# --------------------------------------------------------------------------- volume strategies
+
+
+def _fill_volumes(
+    name: str, cases: Sequence[CaseUncertainty], order: Sequence[int], budget: float, model: EffortModel
+) -> Selection:
+    fg = _foreground_map(cases, model)
+    picked: dict[str, list[int]] = {}
+    costs: list[float] = []
+    for i in order:
+        case = cases[int(i)]
+        slices = case.open_slices()
+        cost = case_effort(slices, model, fg.get(case.case_id))
+        if math.fsum(costs) + cost <= budget + BUDGET_EPS:
+            costs.append(cost)
+            picked[case.case_id] = [int(s) for s in slices]
+    return _finish(name, picked, cases, model)
+
+
+def uncertainty_volume_sampling(
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+) -> Selection:
+    """UVS: whole volumes by volume uncertainty, highest first (deterministic; ``seed`` is unused)."""
+    budget = _check_budget(budget)
+    cases = _eligible(pool, exclude_cases)
+    missing = [c.case_id for c in cases if c.volume_uncertainty is None]
+    if missing:
+        raise ValueError(f"UVS needs volume_uncertainty for every case; missing for {missing}")
+    order = sorted(range(len(cases)), key=lambda i: (-cases[i].volume_uncertainty, cases[i].case_id))
+    return _fill_volumes("uvs", cases, order, budget, effort_model)
+
+
+def random_volume_sampling(
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+) -> Selection:
+    """RVS: whole volumes in uniformly random order."""
+    budget = _check_budget(budget)
+    cases = _eligible(pool, exclude_cases)
+    order = np.random.default_rng(seed).permutation(len(cases))
+    return _fill_volumes("rvs", cases, order, budget, effort_model)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+#: name -> strategy function (extra options as keyword arguments).
+STRATEGIES: Mapping[str, StrategyFn] = MappingProxyType(
+    {
+        "uss": uncertainty_slice_sampling,
+        "rss": random_slice_sampling,
+        "uvs": uncertainty_volume_sampling,
+        "rvs": random_volume_sampling,
+        "fg_random": foreground_random_sampling,
+        "fg_random_33": functools.partial(foreground_random_sampling, foreground_share=1.0 / 3.0),
+    }
+)
+
+
+def select(
+    strategy: str,
+    pool: Sequence[CaseUncertainty],
+    budget: float,
+    *,
+    seed: int = 0,
+    exclude_cases: Collection[str] = (),
+    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
+    **options,
+) -> Selection:
+    """Run the strategy named ``strategy`` (a key of :data:`STRATEGIES`); the result carries that name."""
+    try:
+        fn = STRATEGIES[strategy]
+    except KeyError:
+        raise KeyError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}") from None
+    result = fn(pool, budget, seed=seed, exclude_cases=exclude_cases, effort_model=effort_model, **options)
+    return replace(result, strategy=strategy)
+
+
+__all__ = [
+    "NNACTIVE_FOREGROUND_SHARE",
+    "STRATEGIES",
+    "Selection",
+    "SliceSelection",
+    "StrategyFn",
+    "foreground_random_sampling",
+    "random_slice_sampling",
+    "random_volume_sampling",
+    "select",
+    "uncertainty_slice_sampling",
+    "uncertainty_volume_sampling",
+]
