@@ -103,3 +103,29 @@ def copy_atomic(src: Path, dst: Path) -> Path:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
     return dst
+
+
+def submission_efforts(layout: WorkspaceLayout, case_id: str, submissions: pd.DataFrame, table: OrganTable) -> pd.DataFrame:
+    """Effort rows (``effort`` table) for the case's accepted submissions that answered a work package.
+
+    Minutes run from the package's creation (its task.json) to the submission;
+    corrections compare the package's pseudo label with the revised label.
+    A submission for a case that was never queued has no package to measure against.
+    """
+    from alqa_core.effort import effort_records, submission_effort
+
+    if submissions.empty:
+        return pd.DataFrame()
+    rows = submissions[(submissions.case_id == case_id) & (submissions.status == "accepted")]
+    efforts = []
+    for r in rows.itertuples():
+        package = layout.work_package(int(r.round), case_id)
+        if not (package / "task.json").exists():
+            continue
+        task = json.loads((package / "task.json").read_text())
+        revised = read_label(r.stored_path) if r.kind == "revised" else None
+        pseudo = read_label(package / "pseudo_label.nii.gz")
+        efforts.append(
+            submission_effort(str(r.submission_id), case_id, str(r.annotator), int(r.round), task["created_at"], str(r.submitted_at), str(r.kind), pseudo, revised, table)
+        )
+    return effort_records(efforts) if efforts else pd.DataFrame()

@@ -17,6 +17,7 @@ class CampaignStatus:
     n_cases: int
     state: RoundState
     submissions: pd.DataFrame
+    effort: pd.DataFrame
 
     def render(self) -> str:
         s = self.state
@@ -32,8 +33,14 @@ class CampaignStatus:
         if not subs.empty:
             for r in subs[subs.status == "rejected"].sort_values("entry").itertuples():
                 lines.append(f"  rejected {r.entry}: {r.reasons}")
-            for r in subs[(subs.status == "accepted") & (subs.flags.fillna("") != "")].itertuples():
+            for r in subs[(subs["status"] == "accepted") & (subs["flags"].fillna("") != "")].itertuples():
                 lines.append(f"  flagged {r.entry}: {r.flags}")
+        if not self.effort.empty:
+            from alqa_core.effort import summarize_effort
+
+            summary = summarize_effort(self.effort)
+            lines.append("effort per round and annotator:")
+            lines += ["  " + line for line in summary.to_string(index=False).splitlines()]
         if s.decision is not None:
             lines.append(("CONVERGED: " if s.converged else "not converged: ") + s.decision.reason)
         return "\n".join(lines)
@@ -41,4 +48,4 @@ class CampaignStatus:
 
 def campaign_status(layout: WorkspaceLayout) -> CampaignStatus:
     cat = Catalog(layout.catalog)
-    return CampaignStatus(str(layout.root), len(cat.read("cases")), round_state(cat), cat.read("submissions"))
+    return CampaignStatus(str(layout.root), len(cat.read("cases")), round_state(cat), cat.read("submissions"), cat.read("effort"))

@@ -7,6 +7,7 @@ import pandas as pd
 
 from alqa_core.annotation import (
     priority_from_attention,
+    submission_efforts,
     queue_for_round,
     reassemble_case,
     revisions_of,
@@ -79,7 +80,11 @@ def revised_labels(
         if not revisions:
             raise dg.Failure(f"case {case_id} has no accepted submission; nothing to revise")
         out[case_id] = write_revised_label(layout, case_id, revisions, cfg.organ_table)
-        context.add_asset_metadata({"submissions": len(revisions), "latest": revisions[-1].submission_id, "annotator": revisions[-1].annotator}, partition_key=case_id)
+        effort = submission_efforts(layout, case_id, subs, cfg.organ_table)
+        for submission_id, rows in effort.groupby("submission_id") if not effort.empty else ():
+            catalog.catalog().write("effort", str(submission_id), rows)
+        spent = {"minutes": effort.groupby("submission_id").minutes.first().sum(), "changed_ml": effort.changed_ml.sum()} if not effort.empty else {}
+        context.add_asset_metadata({"submissions": len(revisions), "latest": revisions[-1].submission_id, "annotator": revisions[-1].annotator, **numbers(spent)}, partition_key=case_id)
     return out
 
 

@@ -15,7 +15,9 @@ from alqa_core.config import load_campaign
 from alqa_core.ingest import index_campaign
 from alqa_core.io.nifti import read_label, write_nifti
 from alqa_core.rounds import round_state
+from alqa_core.status import campaign_status
 from alqa_core.submissions import write_submission
+from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.definitions import defs
 from alqa_dagster.defs.automation import round_sensor, submissions_sensor
 
@@ -77,6 +79,10 @@ def test_a_round_then_fine_tune_to_round_one(round0, instance, phantom_campaign)
 
     prov = cat.read("provenance").query("case_id == @case_id")
     assert set(prov.source) <= {"original", "revised"} and "revised" in set(prov.source)
+    effort = cat.read("effort").query("case_id == @case_id")
+    assert len(effort) and (effort.minutes >= 0).all() and effort.annotator.iloc[0] == "dr_test"
+    status = campaign_status(WorkspaceLayout(tmp_path / "ws")).render()
+    assert "effort per round and annotator" in status and "dr_test" in status
     assert round_state(cat).queue_answered
 
     request, _ = _tick(round_sensor, instance, resources)
