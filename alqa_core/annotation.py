@@ -29,7 +29,22 @@ def priority_from_attention(attention_organ: pd.DataFrame, cases: pd.DataFrame, 
     return rank_cases(summaries_from_records(attention_organ.to_dict(orient="records"), datasets), measure=measure)
 
 
-def queue_for_round(priority: PriorityList, budget: BudgetConfig, reviewed: Sequence[str] = (), confirmed: Sequence[str] = ()) -> AnnotationQueue:
+def queue_for_round(
+    priority: PriorityList,
+    budget: BudgetConfig,
+    reviewed: Sequence[str] = (),
+    confirmed: Sequence[str] = (),
+    grades: pd.DataFrame | None = None,
+    predicted: pd.DataFrame | None = None,
+) -> AnnotationQueue:
+    """The round's queue by the configured strategy: attention priority, or QA outliers first."""
+    if budget.strategy == "outliers":
+        from alqa_core.priority import queue_budget
+        from alqa_core.qa import outlier_queue, predicted_failures
+
+        n = queue_budget(len(priority.entries), fraction=budget.fraction, count=budget.count, min_cases=budget.min_cases)
+        failures = predicted_failures(predicted) if predicted is not None and not predicted.empty else None
+        return outlier_queue(priority, grades if grades is not None else pd.DataFrame(), n, exclude=tuple(reviewed) + tuple(confirmed), predicted=failures)
     return select_queue(
         priority, fraction=budget.fraction, count=budget.count, min_cases=budget.min_cases, revised=reviewed, confirmed=confirmed
     )

@@ -37,6 +37,7 @@ TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "submissions": ("submission_id", "case_id", "status"),
         "provenance": ("case_id", "organ", "source"),
         "qa_grades": ("case_id", "grade", "grader"),
+        "qa_scores": ("case_id", "round", "score"),
         "metrics": ("case_id", "organ"),
         "rounds": ("round",),
         "effort": ("submission_id", "case_id"),

@@ -48,8 +48,13 @@ class ExternalMemberConfig:
     class_map: str = "organ_table"
 
 
+QUEUE_STRATEGIES = ("attention", "outliers")
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
+    #: "attention": top of the priority list (003); "outliers": QA failures first (000), then the list
+    strategy: str = "attention"
     fraction: float = 0.05
     count: int | None = None
     min_cases: int = 1
@@ -81,6 +86,7 @@ class CampaignConfig:
     training: Any = None
     inference: Any = None
     attention: Any = None
+    qa: Any = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -177,6 +183,7 @@ CORE_SECTIONS: Mapping[str, str] = {
     "training": "alqa_core.training:TrainConfig",
     "inference": "alqa_core.inference:InferenceConfig",
     "attention": "alqa_core.attention:AttentionConfig",
+    "qa": "alqa_core.qa.regressor:QARegressorConfig",
 }
 
 
@@ -231,6 +238,8 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
                 class_map_preset(m.class_map)
             except KeyError as exc:
                 raise AlqaInputError(source, f"external_members[{i}].class_map: {exc.args[0]}") from exc
+    if cfg.budget.strategy not in QUEUE_STRATEGIES:
+        raise AlqaInputError(source, f"budget.strategy: unknown {cfg.budget.strategy!r}; known {list(QUEUE_STRATEGIES)}")
     if not 0 < cfg.budget.fraction <= 1:
         raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
 

@@ -62,12 +62,17 @@ attention:
   cleaning_radius_mm: 3.0   # opening in millimetres, so coarse scans keep their attention
 
 budget:
+  strategy: attention  # attention (priority list, 003) | outliers (QA failures first, 000)
   fraction: 0.05       # share of cases queued per round (AbdomenAtlas: top 5%)
   min_cases: 1
 
 submissions:
   max_file_mb: 2048          # larger files are refused before they are read
   volume_change_factor: 2.0  # flag an organ whose volume changes more than this
+
+qa:                    # the ResNet-18 QA regressor (001), trained on human grades
+  epochs: {qa_epochs}
+  num_threads: 1
 
 evaluation:
   holdout_fraction: {holdout}   # labelled cases never trained on, scored each round
@@ -89,6 +94,7 @@ def render_template(
     holdout_fraction: float = 0.2,
     lr: float | None = None,
     lr_schedule: str = "constant",
+    qa_epochs: int = 200,
 ) -> str:
     ds = "".join(f"  - path: {p}\n" for p in datasets)
     arch = "".join(f"  - name: {a}\n    size: {s}\n" for a, s in architectures) or "  []\n"
@@ -106,6 +112,7 @@ def render_template(
         holdout=holdout_fraction,
         lr="null" if lr is None else repr(float(lr)),
         lr_schedule=lr_schedule,
+        qa_epochs=qa_epochs,
     )
 
 

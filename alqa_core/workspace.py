@@ -80,6 +80,9 @@ class WorkspaceLayout:
     def checkpoint(self, arch: str, round_index: int) -> Path:
         return self.root / "checkpoints" / f"round_{int(round_index):03d}" / f"{_member(arch)}.pt"
 
+    def qa_regressor(self, round_index: int) -> Path:
+        return self.root / "checkpoints" / f"round_{int(round_index):03d}" / "qa_regressor.pt"
+
     def training_set(self, round_index: int) -> Path:
         return self.root / "training_set" / f"round_{int(round_index):03d}"
 

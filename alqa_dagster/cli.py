@@ -70,6 +70,25 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_grade(args) -> int:
+    from alqa_core.catalog import Catalog
+    from alqa_core.qa import QAGrade, import_grades_csv, record_grade
+    from alqa_core.rounds import current_round
+
+    layout = _layout()
+    catalog = Catalog(layout.catalog)
+    round_index = args.round if args.round is not None else max(current_round(catalog), 0)
+    if args.csv:
+        n = import_grades_csv(Path(args.csv), catalog, grader_default=args.grader, round_default=round_index)
+        print(f"imported {n} grades from {args.csv}")
+        return 0
+    if args.case is None or args.grade is None:
+        raise AlqaInputError(None, "give CASE and GRADE (0 success, 1 usable, 2 failure), or --csv FILE")
+    record_grade(catalog, QAGrade(args.case, round_index, int(args.grade), args.grader, note=args.note or ""))
+    print(f"graded {args.case} {args.grade} in round {round_index} (a regrade adds a row; the latest counts)")
+    return 0
+
+
 def cmd_export(args) -> int:
     from alqa_core.config import load_campaign
     from alqa_core.export import export_nnunet
@@ -124,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="round, queue, submissions, rejections, convergence")
     s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("grade", help="record a QA grade: 0 success, 1 usable, 2 failure (or import a CSV)")
+    s.add_argument("case", nargs="?")
+    s.add_argument("grade", nargs="?", choices=["0", "1", "2"])
+    s.add_argument("--grader", required=True)
+    s.add_argument("--round", type=int)
+    s.add_argument("--note")
+    s.add_argument("--csv", help="columns case_id,grade[,round,grader,graded_at,note]")
+    s.set_defaults(fn=cmd_grade)
 
     s = sub.add_parser("export", help="write the reassembled dataset in nnU-Net v2 raw layout")
     s.add_argument("out")

@@ -14,6 +14,7 @@ from alqa_core.annotation import (
     write_packages,
     write_revised_label,
 )
+from alqa_core.qa import latest_grades
 from alqa_core.rounds import accepted_submissions, current_round
 from alqa_dagster.defs.ingest import CASE_BATCHES
 from alqa_dagster.metadata import numbers, table
@@ -52,7 +53,7 @@ def annotation_queue(
     round_index = current_round(cat)
     priority = priority_from_attention(cat.query("SELECT * FROM attention_organ WHERE round = ?", [round_index]), cat.read("cases"))
     subs = accepted_submissions(cat, round_index)
-    queue = queue_for_round(priority, cfg.budget, reviewed=() if subs.empty else tuple(subs.case_id))
+    queue = queue_for_round(priority, cfg.budget, () if subs.empty else tuple(subs.case_id), grades=latest_grades(cat), predicted=cat.read("qa_scores"))
     packages = write_packages(layout, queue, round_index, cfg.organ_table)
     frame = pd.DataFrame(queue.to_records(round_index), columns=["round", "position", "case_id", "dataset", "score", "organs"])
     frame["work_package"] = [str(p.folder) for p in packages]

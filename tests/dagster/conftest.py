@@ -38,6 +38,7 @@ def campaign_yaml(tmp_path: Path, campaign: Path, architectures=(("unet", "tiny"
         roi_vox=32,
         max_epochs=2,
         iterations_per_epoch=2,
+        qa_epochs=3,
         **kw,
     )
 

@@ -5,6 +5,7 @@ is the platform loop (lineage, catalog, sensors, run keys), not accuracy.
 """
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -127,3 +128,29 @@ def test_malformed_submission_is_quarantined(tmp_path, phantom_campaign, instanc
     assert "not on the case's grid" in reason and entry.name in reason
     row = Catalog(tmp_path / "ws" / "catalog").read("submissions").iloc[0]
     assert row.status == "rejected"
+
+
+@pytest.mark.slow
+def test_qa_montages_grades_regressor_and_outlier_queue(round0, instance, monkeypatch, capsys):
+    from alqa_dagster.cli import main as alqa
+
+    tmp_path, resources, keys, cat = round0
+    _materialize(instance, resources, ["qa_montages"], keys)
+    assert (tmp_path / "ws" / "qa_montages" / f"{keys[0]}_1344.png").exists()
+    monkeypatch.setenv("ALQA_CAMPAIGN", str(resources["campaign"].config_path))
+    failure = keys[-1]
+    for case, grade in zip(keys, ["0", "1", "0", "1", "2"]):
+        assert alqa(["grade", case, grade, "--grader", "dr_qa"]) == 0
+    assert alqa(["grade", keys[0], "2", "--grader", "dr_qa"]) == 0  # a regrade: a new row, the latest counts
+    grades = cat.read("qa_grades")
+    assert len(grades) == 6
+    _materialize(instance, resources, ["qa_regressor"])
+    scores = cat.read("qa_scores")
+    assert set(scores.case_id) == set(keys) and scores.score.between(0, 2).all()
+    # the outlier strategy puts the graded failures first
+    text = Path(resources["campaign"].config_path).read_text().replace("strategy: attention", "strategy: outliers")
+    Path(resources["campaign"].config_path).write_text(text)
+    resources = make_resources(Path(resources["campaign"].config_path))
+    _materialize(instance, resources, ["annotation_queue"])
+    queue = cat.read("queue").query("round == 0").sort_values("position")
+    assert set(queue.case_id.iloc[:2]) <= {failure, keys[0]} and queue.case_id.iloc[0] in {failure, keys[0]}

@@ -1,0 +1,52 @@
+"""Human QA assets: montages to grade, and the ResNet-18 regressor trained on the grades."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades, write_case_montages
+from alqa_core.rounds import current_round
+from alqa_dagster.defs.ingest import CASE_BATCHES
+from alqa_dagster.defs.models import GPU_TAGS
+from alqa_dagster.metadata import numbers, png_markdown, table
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+
+
+@dg.asset(
+    partitions_def=cases_partitions,
+    backfill_policy=CASE_BATCHES,
+    io_manager_key="volume_paths",
+    deps=["soft_predictions", "preprocessed_volumes"],
+    group_name="qa",
+    kinds={"png"},
+    description="Every axial slice of the preprocessed CT with the pseudo label overlaid, 1344 px to grade "
+    "(alqa grade CASE 0|1|2) and 256 px for the QA regressor (001).",
+)
+def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout = campaign.config(), workspace.layout()
+    out = {}
+    for case_id in context.partition_keys:
+        m = write_case_montages(layout, case_id, cfg.organ_table)
+        context.add_asset_metadata({"montage": png_markdown(m.small_png, "QA montage"), "full_size": str(m.full_path)}, partition_key=case_id)
+        out[case_id] = m.full_path
+    return out
+
+
+@dg.asset(
+    deps=[qa_montages],
+    group_name="qa",
+    kinds={"pytorch", "monai"},
+    pool="gpu",
+    op_tags=GPU_TAGS,
+    description="A MONAI ResNet-18 regressing the human QA grade from 256 px montages (MSE, split by case); "
+    "it scores every case, and predicted failures can feed the outlier queue.",
+)
+def qa_regressor(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+    round_index = max(current_round(cat), 0)
+    result, n = train_regressor_from_grades(layout, cat, cfg.qa, layout.qa_regressor(round_index))
+    scores = score_cases(layout, layout.qa_regressor(round_index), list(cat.read("cases").case_id), round_index)
+    cat.write("qa_scores", f"round_{round_index:03d}", scores)
+    top = scores.sort_values("score", ascending=False)
+    return dg.MaterializeResult(metadata={"graded_montages": n, "best_epoch": result.best_epoch, "highest_scores": table(top), **numbers({"val_mse": result.val_mse, "baseline_val_mse": result.baseline_val_mse})})
