@@ -37,10 +37,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--single-runs", type=int, default=5)
+    ap.add_argument("--in-process", action="store_true", help="run the steps in-process instead of one subprocess per step")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alqa_backfill_"))
     t = time.perf_counter()
     write_campaign(work / "campaign", CampaignSpec(n_cases=args.cases, seed=1, spacing_mm=(6.0, 6.0, 6.0), test_fraction=0.0), workers=2)
+    print(f"executor: {'in_process' if args.in_process else 'multiprocess (default)'}")
     print(f"generated {args.cases} phantom cases in {time.perf_counter() - t:.1f} s ({work})")
     datasets = tuple(str(p) for p in sorted((work / "campaign" / "datasets").iterdir()))
     cfg_path = write_template(work / "campaign.yaml", name="bench", workspace_root=str(work / "ws"), datasets=datasets, spacing_mm=6.0)
@@ -65,6 +67,8 @@ def main() -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("cases", keys)
     cli = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "alqa_dagster.definitions", "--select", SELECT]
+    if args.in_process:  # one process for all steps: no per-step re-import of torch/MONAI/Dagster (~7 s each here)
+        cli += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
     t = time.perf_counter()
     subprocess.run(cli + ["--partition-range", f"{keys[0]}...{keys[-1]}"], env=env, check=True, capture_output=True)
     batched_s = time.perf_counter() - t
