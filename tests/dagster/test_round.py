@@ -154,3 +154,39 @@ def test_qa_montages_grades_regressor_and_outlier_queue(round0, instance, monkey
     _materialize(instance, resources, ["annotation_queue"])
     queue = cat.read("queue").query("round == 0").sort_values("position")
     assert set(queue.case_id.iloc[:2]) <= {failure, keys[0]} and queue.case_id.iloc[0] in {failure, keys[0]}
+
+
+def test_external_members_only_campaign_gets_attention_queue_and_packages(tmp_path, phantom_campaign, instance):
+    """No architecture trained here: two external members (label maps) drive attention and the queue."""
+    import shutil
+
+    from scipy import ndimage
+
+    campaign = tmp_path / "campaign"
+    shutil.copytree(phantom_campaign, campaign)
+    truth = campaign / "ground_truth" / "labelsTr"
+    for ds in (campaign / "datasets").iterdir():
+        for img in (ds / "imagesTr").glob("*_0000.nii.gz"):
+            case = img.name[: -len("_0000.nii.gz")]
+            gt = read_label(truth / f"{case}.nii.gz")
+            write_nifti(ds / "predictions" / "toolA" / f"{case}.nii.gz", np.asarray(gt.array), gt.affine)
+            other = np.array(gt.array)
+            liver = other == 5
+            other[ndimage.binary_dilation(liver, iterations=2) & (other == 0)] = 5  # tool B over-segments the liver
+            write_nifti(ds / "predictions" / "toolB" / f"{case}.nii.gz", other, gt.affine)
+    members = "external_members:\n  - name: toolA\n    class_map: organ_table\n  - name: toolB\n    class_map: organ_table"
+    cfg_path = campaign_yaml(tmp_path, campaign, architectures=())
+    cfg_path.write_text(cfg_path.read_text().replace("external_members: []", members))
+    resources = make_resources(cfg_path)
+    keys = sorted(index_campaign(load_campaign(cfg_path)).cases)
+    instance.add_dynamic_partitions("cases", keys)
+    _materialize(instance, resources, ["raw_scans", "original_labels", "preprocessed_volumes"], keys)
+    _materialize(instance, resources, ROUND_ASSETS, keys)
+    cat = Catalog(tmp_path / "ws" / "catalog")
+    organ = cat.read("attention_organ")
+    scored_liver = organ[(organ.organ == "liver") & organ.scored]
+    assert len(scored_liver) and (scored_liver.attention_ml > 0).all()  # the disagreement is seen
+    assert (organ[organ.organ == "spleen"].attention_ml == 0).all()  # where the tools agree, none
+    state = round_state(cat)
+    assert state.queue and (tmp_path / "ws" / "work_packages" / "round_000" / state.queue[0] / "task.json").exists()
+    assert not (tmp_path / "ws" / "checkpoints").exists()
