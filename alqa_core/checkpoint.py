@@ -195,19 +195,25 @@ def save_checkpoint(path: str | Path, network: torch.nn.Module, meta: Checkpoint
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the network a checkpoint describes, load its weights, put it in eval mode on ``device``."""
-    path = Path(path)
+def load_payload(path: Path, fmt: str, version: int, what: str) -> Mapping:
+    """A plain-data torch file (``weights_only``) carrying ``format``/``version`` markers, or AlqaInputError."""
     if not path.is_file():
-        raise AlqaInputError(path, "checkpoint file does not exist")
+        raise AlqaInputError(path, f"{what} file does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt/foreign file (zip, unpickling, EOF)
-        raise AlqaInputError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, Mapping) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise AlqaInputError(path, f"not an alqa checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise AlqaInputError(path, f"checkpoint version {payload.get('version')!r} is not supported (expected {CHECKPOINT_VERSION})")
+        raise AlqaInputError(path, f"not a readable {what} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, Mapping) or payload.get("format") != fmt:
+        raise AlqaInputError(path, f"not an alqa {what} (no '{fmt}' marker)")
+    if payload.get("version") != version:
+        raise AlqaInputError(path, f"{what} version {payload.get('version')!r} is not supported (expected {version})")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the network a checkpoint describes, load its weights, put it in eval mode on ``device``."""
+    path = Path(path)
+    payload = load_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "checkpoint")
     try:
         meta = CheckpointMeta.from_dict(payload["meta"])
         network = build_network(meta.spec)

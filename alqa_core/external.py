@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from alqa_core.errors import AlqaInputError
-from alqa_core.io.nifti import read_nifti_array
+from alqa_core.io.nifti import integral_labels, read_nifti_array
 from alqa_core.organs import ClassMap, OrganTable, remap_labels
 from alqa_core.volume import GRID_TOLERANCE_MM, Grid, SoftPrediction, grid_mismatch_mm, quantize_probabilities
 
@@ -108,22 +108,8 @@ def _on_reference_grid(array: np.ndarray, affine: np.ndarray, reference: Grid, p
     return array
 
 
-def _integer_labels(array: np.ndarray, path) -> np.ndarray:
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise AlqaInputError(path, "label map contains NaN or infinite values")
-        if not np.all(array == np.round(array)):
-            raise AlqaInputError(path, "3D label map has non-integer values (a probability map must be 4D)")
-        array = array.astype(np.int64)
-    elif not np.issubdtype(array.dtype, np.integer):
-        raise AlqaInputError(path, f"label map has non-numeric voxel type {array.dtype}")
-    if array.size and array.min() < 0:
-        raise AlqaInputError(path, f"label map has negative values (min {int(array.min())})")
-    return array
-
-
 def _from_labels(labels: np.ndarray, class_map: ClassMap, table: OrganTable, path) -> tuple[np.ndarray, tuple[str, ...]]:
-    remapped = remap_labels(_integer_labels(labels, path), class_map, table).array
+    remapped = remap_labels(integral_labels(labels, path), class_map, table).array
     out = np.zeros((len(table), *labels.shape[:3]), dtype=np.uint8)
     for c, value in enumerate(table.values):
         np.multiply(remapped == value, np.uint8(255), out=out[c], casting="unsafe")

@@ -95,11 +95,8 @@ def read_ct(path: str | Path) -> CTVolume:
     return CTVolume(arr, affine)
 
 
-def read_label(path: str | Path, class_map_name: str = "organ_table") -> LabelMap:
-    """Read a 3D integer label map. Float data is accepted only if it is integral."""
-    path = Path(path)
-    data, affine, _ = _load(path)
-    data = _squeeze_to_3d(path, data)
+def integral_labels(data: np.ndarray, path) -> np.ndarray:
+    """Label values as integers: integral floats are accepted, NaN, fractions and negatives are not."""
     if np.issubdtype(data.dtype, np.floating):
         if not np.all(np.isfinite(data)):
             raise AlqaInputError(path, "label map contains NaN or infinite values")
@@ -110,6 +107,14 @@ def read_label(path: str | Path, class_map_name: str = "organ_table") -> LabelMa
         raise AlqaInputError(path, f"label map has non-integer voxel type {data.dtype}")
     if data.size and data.min() < 0:
         raise AlqaInputError(path, f"label map has negative values (min {int(data.min())})")
+    return data
+
+
+def read_label(path: str | Path, class_map_name: str = "organ_table") -> LabelMap:
+    """Read a 3D integer label map. Float data is accepted only if it is integral."""
+    path = Path(path)
+    data, affine, _ = _load(path)
+    data = integral_labels(_squeeze_to_3d(path, data), path)
     top = int(data.max()) if data.size else 0
     dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32
     return LabelMap(np.asarray(data, dtype=dtype), affine, class_map_name)

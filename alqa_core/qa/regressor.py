@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from monai.networks.nets import resnet18
 
-from alqa_core.checkpoint import plain_data, utc_now_iso
+from alqa_core.checkpoint import load_payload, plain_data, utc_now_iso
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.atomic import atomic_path
 from alqa_core.training.trainer import _torch_threads, resolve_device
@@ -310,16 +310,7 @@ def save_qa_regressor(path: str | Path, result: QARegressorResult) -> Path:
 def load_qa_regressor(path: str | Path, device: str = "cpu") -> LoadedQARegressor:
     """Rebuild a saved regressor in eval mode on ``device`` ("auto" allowed)."""
     path = Path(path)
-    if not path.is_file():
-        raise AlqaInputError(path, "QA regressor checkpoint does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt/foreign file (zip, unpickling, EOF)
-        raise AlqaInputError(path, f"not a readable QA regressor checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(payload, Mapping) or payload.get("format") != QA_CHECKPOINT_FORMAT:
-        raise AlqaInputError(path, f"not an alqa QA regressor checkpoint (no '{QA_CHECKPOINT_FORMAT}' marker)")
-    if payload.get("version") != QA_CHECKPOINT_VERSION:
-        raise AlqaInputError(path, f"QA regressor checkpoint version {payload.get('version')!r} is not supported")
+    payload = load_payload(path, QA_CHECKPOINT_FORMAT, QA_CHECKPOINT_VERSION, "QA regressor checkpoint")
     try:
         config = QARegressorConfig.from_dict(payload["config"])
         network = build_qa_regressor(config)
