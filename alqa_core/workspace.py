@@ -104,3 +104,7 @@ class WorkspaceLayout:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    def simulation(self, name: str) -> Path:
+        """The campaign simulator's own folder for the run ``name`` (workspace, report)."""
+        return self.root / "simulations" / validate_case_id(name)

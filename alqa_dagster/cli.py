@@ -1,4 +1,4 @@
-"""The ``alqa`` command line: init, demo, submit, confirm, status.
+"""The ``alqa`` command line: init, demo, submit, confirm, status, grade, export, simulate.
 
 Every command is a thin shell over alqa_core and the Dagster definitions.
 """
@@ -22,7 +22,8 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         self.step += 1
-        print(f"[{self.step}/{self.total}] {time.perf_counter() - self.t0:6.1f}s  {message}", flush=True)
+        counter = f"{self.step}/{self.total}" if self.total else str(self.step)
+        print(f"[{counter}] {time.perf_counter() - self.t0:6.1f}s  {message}", flush=True)
 
     def done(self, message: str) -> None:
         print(f"[done] {time.perf_counter() - self.t0:6.1f}s  {message}", flush=True)
@@ -98,6 +99,34 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from alqa_core.catalog import Catalog
+    from alqa_core.phantoms import CampaignSpec, write_campaign
+    from alqa_core.simulator import run_simulation, simulation_config
+
+    root = Path(args.campaign)
+    if args.phantoms:
+        if root.exists():
+            raise AlqaInputError(root, "exists; --phantoms writes a new phantom campaign there (drop --phantoms to reuse it)")
+        spacing = (args.phantom_spacing_mm,) * 3
+        write_campaign(root, CampaignSpec(n_cases=args.phantoms, seed=args.seed, spacing_mm=spacing))
+        print(f"wrote a phantom campaign of {args.phantoms} cases at {args.phantom_spacing_mm:g} mm to {root}")
+    config = simulation_config(
+        [s.strip() for s in args.strategies.split(",") if s.strip()], args.rounds, args.budget,
+        architectures=args.arch or ("unet",), members_per_arch=args.members, max_epochs=args.epochs,
+        finetune_max_epochs=args.finetune_epochs, iterations_per_epoch=args.iterations, patch_size_vox=args.patch,
+        lr=args.lr, spacing_mm=args.spacing_mm, seed=args.seed, num_threads=args.threads, device=args.device,
+    )
+    out = Path(args.out)
+    catalog = Catalog(out / "catalog")
+    progress = Progress(0)
+    run = run_simulation(root, out, config, catalog=catalog, name=args.name,
+                         progress=lambda p: progress(f"{p.stage} {p.strategy} round {p.round_index}: {p.message}"))
+    progress.done(f"report: {run.report.report_md} (rounds.csv, test_metrics.csv, dice_vs_effort.png); catalog table 'simulation'")
+    print(run.report.report_md.read_text())
+    return 0
+
+
 def _layout():
     from alqa_core.config import load_campaign
     from alqa_core.workspace import WorkspaceLayout
@@ -152,6 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note")
     s.add_argument("--csv", help="columns case_id,grade[,round,grader,graded_at,note]")
     s.set_defaults(fn=cmd_grade)
+
+    s = sub.add_parser("simulate", help="compare selection strategies at equal effort on a phantom campaign (oracle annotator)")
+    s.add_argument("campaign", help="a phantom campaign root (with ground_truth/manifest.csv)")
+    s.add_argument("--out", required=True, help="folder for the simulator's workspace, report and catalog")
+    s.add_argument("--phantoms", type=int, default=0, help="first write a new phantom campaign of N cases at CAMPAIGN")
+    s.add_argument("--phantom-spacing-mm", type=float, default=5.0)
+    s.add_argument("--strategies", default="attention,uss,outliers,fg_random",
+                   help="comma-separated: attention, outliers, uss, rss, uvs, rvs, fg_random")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--budget", type=float, default=30.0, help="effort per round (slice units: a volume of K slices costs 1+(K-1)/3)")
+    s.add_argument("--arch", action="append", help="architecture of the ensemble (repeatable; default unet)")
+    s.add_argument("--members", type=int, default=2, help="members per architecture (differing in seed)")
+    s.add_argument("--epochs", type=int, default=8, help="epochs of M_0")
+    s.add_argument("--finetune-epochs", type=int, default=4)
+    s.add_argument("--iterations", type=int, default=12, help="iterations per epoch")
+    s.add_argument("--patch", type=int, default=32, help="cubic patch edge in voxels")
+    s.add_argument("--lr", type=float, help="default 1e-3 from scratch, 1e-4 fine-tuning")
+    s.add_argument("--spacing-mm", type=float, help="preprocessing spacing (default: the campaign's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, help="torch threads")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--name", default="simulation", help="the catalog partition of the result rows")
+    s.set_defaults(fn=cmd_simulate)
 
     s = sub.add_parser("export", help="write the reassembled dataset in nnU-Net v2 raw layout")
     s.add_argument("out")
