@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction, write_
 from alqa_core.organs import OrganTable
 from alqa_core.priority import AnnotationQueue, PriorityList, rank_cases, select_queue, summaries_from_records
 from alqa_core.reassembly import ReassembledLabel, Revision, reassemble
+from alqa_core.submissions import apply_slice_revision, submitted_slices
 from alqa_core.work_package import WorkPackage, write_work_package
 from alqa_core.workspace import WorkspaceLayout
 
@@ -86,12 +88,27 @@ def _revision(row, layout: WorkspaceLayout, table: OrganTable) -> Revision:
     return Revision(label, str(row.submission_id), str(row.annotator), when, str(row.kind))
 
 
+def _package_pseudo(layout: WorkspaceLayout, row, case_id: str):
+    return read_label(layout.work_package(int(row.round), case_id) / "pseudo_label.nii.gz")
+
+
 def revisions_of(case_id: str, submissions: pd.DataFrame, layout: WorkspaceLayout, table: OrganTable) -> list[Revision]:
-    """Every accepted submission for ``case_id`` as a :class:`Revision` (oldest first)."""
+    """Every accepted submission for ``case_id`` as a :class:`Revision` (oldest first).
+
+    A slice-level revision's label is completed on the other slices by what
+    stood before it: the previous revision, or its work package's pseudo label.
+    """
     if submissions.empty:
         return []
     rows = submissions[(submissions.case_id == case_id) & (submissions.status == "accepted")]
-    return [_revision(r, layout, table) for r in rows.sort_values("submitted_at").itertuples()]
+    out: list[Revision] = []
+    for r in rows.sort_values("submitted_at").itertuples():
+        revision, slices = _revision(r, layout, table), submitted_slices(r)
+        if slices and revision.label is not None:
+            before = out[-1].label if out and out[-1].label is not None else _package_pseudo(layout, r, case_id)
+            revision = dataclasses.replace(revision, label=apply_slice_revision(before, revision.label, slices))
+        out.append(revision)
+    return out
 
 
 def write_revised_label(layout: WorkspaceLayout, case_id: str, revisions: Sequence[Revision], table: OrganTable) -> Path:
@@ -140,6 +157,8 @@ def submission_efforts(layout: WorkspaceLayout, case_id: str, submissions: pd.Da
         task = json.loads((package / "task.json").read_text())
         revised = read_label(r.stored_path) if r.kind == "revised" else None
         pseudo = read_label(package / "pseudo_label.nii.gz")
+        if revised is not None and submitted_slices(r):  # only the revised slices were edited
+            revised = apply_slice_revision(pseudo, revised, submitted_slices(r))
         efforts.append(
             submission_effort(str(r.submission_id), case_id, str(r.annotator), int(r.round), task["created_at"], str(r.submitted_at), str(r.kind), pseudo, revised, table)
         )

@@ -1,13 +1,17 @@
-"""One pass over the annotators' inbox: validate, store or quarantine, record in the catalog.
+"""One pass over the annotators' inbox: validate, record in the catalog, store or quarantine.
 
-Called by the submissions sensor with its cursor; returns what it did so the
+Called by the submissions sensor once per tick; returns what it did so the
 sensor can request runs (one per accepted submission, keyed by content hash,
-so a restart or a duplicate file never runs anything twice).
+so a restart or a duplicate file never runs anything twice). The inbox is the
+queue: a tick takes its oldest ``max_per_tick`` entries, whatever their file
+times, and every entry taken leaves it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection
@@ -18,8 +22,19 @@ from alqa_core.catalog import Catalog
 from alqa_core.config import SubmissionConfig
 from alqa_core.io.nifti import read_grid, read_label
 from alqa_core.organs import OrganTable
-from alqa_core.submissions import Verdict, quarantine_entry, scan_inbox, store_accepted, validate_entry
+from alqa_core.submissions import (
+    InboxEntry,
+    Verdict,
+    move_into_store,
+    quarantine_entry,
+    scan_inbox,
+    store_record,
+    stored_path,
+    validate_entry,
+)
 from alqa_core.workspace import WorkspaceLayout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,9 +42,14 @@ class IntakeResult:
     accepted: tuple[dict, ...] = ()
     duplicates: tuple[dict, ...] = ()
     rejected: tuple[dict, ...] = ()
+    #: the last entry taken (progress only: entries are never filtered by it)
     cursor: tuple[int, str] | None = None
     remaining: bool = False
     rows: tuple[dict, ...] = field(default=())
+    #: entries a crashed tick had recorded but not yet moved out of the inbox; moved now
+    recovered: tuple[str, ...] = ()
+    #: entries recorded but that could not be moved out of the inbox (named with the error)
+    stuck: tuple[str, ...] = ()
 
 
 def _pseudo_of(layout: WorkspaceLayout, round_index: int):
@@ -52,11 +72,29 @@ def _row(v: Verdict, status: str, round_index: int, stored: Path | None) -> dict
         "submitted_at": meta.submitted_at if meta else "",
         "round": int(round_index),
         "entry": v.entry.name,
+        "entry_mtime_ns": int(v.entry.mtime_ns),
         "stored_path": "" if stored is None else str(stored),
         "reasons": "\n".join(v.reasons),
         "flags": "\n".join(v.flags),
         "organ_voxels": json.dumps(v.organ_voxels),
+        "annotated_slices": ",".join(str(k) for k in meta.annotated_slices) if meta else "",
     }
+
+
+def _recorded(subs: pd.DataFrame) -> dict[tuple[str, int], dict]:
+    """(entry, entry_mtime_ns) -> its catalog row, for every entry recorded so far."""
+    if subs.empty or "entry_mtime_ns" not in subs:
+        return {}
+    rows = subs.dropna(subset=["entry_mtime_ns"]).to_dict(orient="records")
+    return {(str(r["entry"]), int(r["entry_mtime_ns"])): r for r in rows}
+
+
+def _finish(entry: InboxEntry, row: dict, layout: WorkspaceLayout) -> None:
+    """Move the entry out of the inbox as its (committed) catalog row says."""
+    if row["status"] == "rejected":
+        quarantine_entry(Verdict(entry, None, tuple(str(row["reasons"]).splitlines())), layout.quarantine)
+    else:
+        move_into_store(entry, str(row["sha256"]), layout.submissions_store)
 
 
 def process_inbox(
@@ -66,18 +104,34 @@ def process_inbox(
     table: OrganTable,
     limits: SubmissionConfig,
     round_index: int,
-    after: tuple[int, str] | None = None,
-    batch: int = 50,
+    batch: int | None = None,
     settle_seconds: float = 10.0,
 ) -> IntakeResult:
-    """Validate up to ``batch`` entries after ``after``; every entry ends stored or quarantined."""
-    entries = scan_inbox(layout.inbox, after, batch + 1, settle_seconds)
+    """Take the oldest ``batch`` entries (default ``limits.max_per_tick``); each ends stored or quarantined.
+
+    The order makes a crash at any point lose nothing and record nothing twice:
+
+    1. validate each entry (reads only); write an accepted content's record (idempotent);
+    2. write the batch's rows to the catalog as ONE Parquet partition: the commit;
+    3. move the files out of the inbox (into the store or quarantine).
+
+    An entry still in the inbox whose (name, file time) already has a row was
+    committed by a tick that died before step 3: only step 3 is repeated.
+    """
+    batch = limits.max_per_tick if batch is None else int(batch)
+    entries = scan_inbox(layout.inbox, None, batch + 1, settle_seconds)
     remaining = len(entries) > batch
     entries = entries[:batch]
+    subs = catalog.read("submissions")
+    recorded = _recorded(subs)
+    seen = set(subs.get("sha256", pd.Series(dtype=str)).dropna()) - {""}
     known = set(known_cases)
-    seen = set(catalog.read("submissions").get("sha256", pd.Series(dtype=str)).dropna())
-    accepted, duplicates, rejected, rows = [], [], [], []
+    redo, new = [], []
     for entry in entries:
+        prior = recorded.get((entry.name, entry.mtime_ns))
+        if prior is not None:
+            redo.append((entry, prior))
+            continue
         v = validate_entry(
             entry,
             known,
@@ -88,17 +142,33 @@ def process_inbox(
             limits.volume_change_factor,
         )
         if not v.accepted:
-            quarantine_entry(v, layout.quarantine)
-            row = _row(v, "rejected", round_index, None)
-            rejected.append(row)
-        elif v.sha256 in seen:
-            row = _row(v, "duplicate", round_index, store_accepted(v, layout.submissions_store))
-            duplicates.append(row)
-        else:
-            seen.add(v.sha256)
-            row = _row(v, "accepted", round_index, store_accepted(v, layout.submissions_store))
-            accepted.append(row)
-        catalog.write("submissions", f"{row['status']}_{entry.mtime_ns}_{row['submission_id']}", pd.DataFrame([row]))
-        rows.append(row)
-    cursor = entries[-1].cursor_key if entries else after
-    return IntakeResult(tuple(accepted), tuple(duplicates), tuple(rejected), cursor, remaining, tuple(rows))
+            new.append((entry, _row(v, "rejected", round_index, None)))
+            continue
+        status = "duplicate" if v.sha256 in seen else "accepted"
+        seen.add(v.sha256)
+        store_record(v, layout.submissions_store)
+        new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path is not None))))
+    if new:
+        first = new[0][0]
+        digest = hashlib.sha256(first.name.encode()).hexdigest()[:16]
+        catalog.write("submissions", f"intake_{first.mtime_ns}_{digest}", pd.DataFrame([row for _, row in new]))
+    stuck = []
+    for entry, row in redo + new:
+        try:
+            _finish(entry, row, layout)
+        except OSError as exc:  # recorded already; a later tick retries the move
+            log.warning("%s: recorded as %s but not moved out of the inbox: %s", entry.name, row["status"], exc)
+            stuck.append(f"{entry.name}: {exc}")
+    rows = [row for _, row in new]
+    by_status = {s: tuple(r for r in rows if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    cursor = entries[-1].cursor_key if entries else None
+    return IntakeResult(
+        by_status["accepted"],
+        by_status["duplicate"],
+        by_status["rejected"],
+        cursor,
+        remaining,
+        tuple(rows),
+        tuple(e.name for e, _ in redo),
+        tuple(stuck),
+    )

@@ -12,6 +12,7 @@ import pandas as pd
 
 from alqa_core.catalog import Catalog
 from alqa_core.priority import StopDecision, stop_rule
+from alqa_core.submissions import submitted_slices
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ def reviewed_cases(catalog: Catalog) -> set[str]:
     """Every case with an accepted revision or confirmation, any round."""
     subs = accepted_submissions(catalog)
     return set() if subs.empty else set(subs.case_id)
+
+
+def revised_slices(catalog: Catalog) -> dict[str, tuple[int, ...]]:
+    """Cases reviewed only slice by slice -> every slice revised so far (oldest first; a whole-volume answer ends it)."""
+    subs = accepted_submissions(catalog)
+    partial: dict[str, set[int]] = {}
+    whole: set[str] = set()
+    for r in ([] if subs.empty else subs.sort_values("submitted_at").itertuples()):
+        slices = submitted_slices(r)
+        if not slices:
+            whole.add(r.case_id)
+        elif r.case_id not in whole:
+            partial.setdefault(r.case_id, set()).update(slices)
+    return {c: tuple(sorted(k)) for c, k in partial.items() if c not in whole}
 
 
 def awaiting_reassembly(catalog: Catalog, round_index: int) -> set[str]:

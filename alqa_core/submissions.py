@@ -7,17 +7,27 @@ Inbox layout (``<workspace>/inbox/``), documented in the README:
   so its presence means the entry is complete::
 
       {"case_id": "PhLiver_0003", "annotator": "dr_a", "kind": "revised",
-       "submitted_at": "2026-11-23T10:00:00+00:00", "emptied_organs": []}
+       "submitted_at": "2026-11-23T10:00:00+00:00", "emptied_organs": [],
+       "annotated_slices": []}
+
+  ``annotated_slices`` (``alqa submit --slices 12,17``) makes it a
+  slice-level revision (USS, 004): only those slices (indices k of the scan's
+  third voxel axis) were revised, for every organ; the label file's other
+  slices are ignored and the work package's pseudo label stands there.
 
 - Dropping a file by hand also works: ``inbox/<annotator>/<case_id>.nii.gz``
   is a revision by ``<annotator>``; it is taken once it has not changed for
   ``settle_seconds`` (so a copy in progress is not read half-way).
 
-Entries are taken oldest first, (mtime, name) ordered, so a cursor of the
-last (mtime_ns, name) taken means none is skipped. Accepted files are moved
-into a content-addressed store (``submissions/<sha256>.nii.gz``) and rejected
-ones into ``quarantine/<entry>/`` with a ``reason.txt``: nothing a user gave
-is deleted or overwritten.
+Entries are taken oldest first, (mtime, name) ordered. The inbox itself is
+the queue: every entry taken leaves it, so the intake takes whatever is still
+there and never filters by a cursor (a file whose time is older than the last
+one taken, after a slow rename, ``cp -p`` or a skewed NFS clock, is not
+skipped). Accepted files are moved into a content-addressed store
+(``submissions/<sha256>.nii.gz``) and rejected ones into
+``quarantine/<entry>/`` with a ``reason.txt``: nothing a user gave is deleted
+or overwritten. Moves never replace an existing file and may be repeated after
+a crash half-way (:func:`move_into_store`, :func:`quarantine_entry`).
 """
 
 from __future__ import annotations
@@ -51,10 +61,13 @@ class SubmissionMeta:
     submitted_at: str
     emptied_organs: tuple[str, ...] = ()
     note: str = ""
+    #: a slice-level revision's slices (third voxel axis of the scan); () = the whole volume
+    annotated_slices: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         d = asdict(self)
         d["emptied_organs"] = list(self.emptied_organs)
+        d["annotated_slices"] = list(self.annotated_slices)
         return json.dumps(d, indent=1)
 
 
@@ -101,6 +114,7 @@ def write_submission(
     emptied_organs: tuple[str, ...] = (),
     note: str = "",
     submitted_at: str | None = None,
+    annotated_slices: tuple[int, ...] = (),
 ) -> InboxEntry:
     """Put a revision (label file) or confirmation into the inbox atomically (the CLI's side)."""
     validate_case_id(case_id, label_file)
@@ -122,7 +136,10 @@ def write_submission(
         label_path = inbox / f"{name}.nii.gz"
         with atomic_path(label_path) as tmp:
             shutil.copyfile(label_file, tmp)
-    meta = SubmissionMeta(case_id, annotator, kind, submitted_at or _now_iso(), tuple(emptied_organs), note)
+    if annotated_slices and kind != "revised":
+        raise ValueError("only a revision can be slice-level; a confirmation covers the whole volume")
+    slices = tuple(sorted({int(k) for k in annotated_slices}))
+    meta = SubmissionMeta(case_id, annotator, kind, submitted_at or _now_iso(), tuple(emptied_organs), note, slices)
     meta_path = atomic_write_text(inbox / f"{name}.json", meta.to_json())
     return InboxEntry(name, meta_path, label_path, meta_path.stat().st_mtime_ns)
 
@@ -185,11 +202,14 @@ def read_meta(entry: InboxEntry) -> SubmissionMeta:
             submitted_at=str(raw.get("submitted_at") or _now_iso()),
             emptied_organs=tuple(raw.get("emptied_organs", ())),
             note=str(raw.get("note", "")),
+            annotated_slices=tuple(sorted({int(k) for k in raw.get("annotated_slices") or ()})),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AlqaInputError(entry.meta_path, f"unreadable submission sidecar ({exc})") from exc
     if meta.kind not in KINDS:
         raise AlqaInputError(entry.meta_path, f"kind must be one of {KINDS}, got {meta.kind!r}")
+    if meta.annotated_slices and meta.kind != "revised":
+        raise AlqaInputError(entry.meta_path, "annotated_slices given for a confirmation; only a revision can be slice-level")
     return meta
 
 
@@ -245,6 +265,33 @@ def check_revision(
     return reasons, flags, voxels
 
 
+def slice_revision_problem(slices, reference: Grid, pseudo: LabelMap | None) -> str | None:
+    """Why a slice-level revision cannot be taken, or None."""
+    n = reference.shape[2]
+    outside = [k for k in slices if not 0 <= k < n]
+    if outside:
+        return f"annotated slices {outside} are outside the scan's slices 0..{n - 1}"
+    if pseudo is None:
+        return "a slice-level revision needs the case's work package (its pseudo label fills the other slices); queue the case first"
+    return None
+
+
+def submitted_slices(row) -> tuple[int, ...]:
+    """A ``submissions`` catalog row's slice-level revision slices; () for a whole-volume revision or a confirmation."""
+    raw = getattr(row, "annotated_slices", "")
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+        return ()
+    return tuple(int(k) for k in str(raw).split(",") if k.strip())
+
+
+def apply_slice_revision(base: LabelMap, revised: LabelMap, slices) -> LabelMap:
+    """``base`` with the revised label on ``slices`` (third voxel axis) only; neither input is changed."""
+    merged = np.array(base.array, copy=True)
+    k = np.asarray(list(slices), dtype=int)
+    merged[:, :, k] = np.asarray(revised.array)[:, :, k]
+    return LabelMap(merged, base.affine)
+
+
 def validate_entry(
     entry: InboxEntry,
     known_cases: set[str] | frozenset[str],
@@ -277,40 +324,93 @@ def validate_entry(
         label = read_label(entry.label_path)
     except AlqaInputError as exc:
         return Verdict(entry, meta, (str(exc),))
-    reasons, flags, voxels = check_revision(
-        label, reference_of(meta.case_id), pseudo_of(meta.case_id), table, meta.emptied_organs, volume_change_factor
-    )
+    reference, pseudo = reference_of(meta.case_id), pseudo_of(meta.case_id)
+    if meta.annotated_slices and label.grid.matches(reference):
+        problem = slice_revision_problem(meta.annotated_slices, reference, pseudo)
+        if problem:
+            return Verdict(entry, meta, (f"{entry.label_path}: {problem}",))
+        label = apply_slice_revision(pseudo, label, meta.annotated_slices)
+    reasons, flags, voxels = check_revision(label, reference, pseudo, table, meta.emptied_organs, volume_change_factor)
     reasons = tuple(f"{entry.label_path}: {r}" for r in reasons)
     return Verdict(entry, meta, reasons, tuple(flags), file_sha256(entry.label_path), voxels)
 
 
-def store_accepted(verdict: Verdict, store: Path) -> Path:
-    """Move an accepted entry into the content-addressed store; returns the stored label or sidecar path."""
+def _move_no_clobber(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, never replacing another file; safe to repeat after a crash half-way.
+
+    Hand-written because neither ``os.replace`` nor ``shutil.move`` refuses to
+    overwrite: a hard link fails if ``dst`` exists, and after a crash between
+    link and unlink the repeat finds both names on one file and only drops
+    ``src``. Where hard links are not supported (some network or FUSE
+    filesystems) it falls back to a checked rename.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        if not os.path.samefile(src, dst):
+            raise FileExistsError(f"{dst}: already exists with other content; {src} stays where it is") from None
+    except OSError:
+        if dst.exists():
+            raise FileExistsError(f"{dst}: already exists; {src} stays where it is") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+def stored_path(store: Path, sha256: str, kind_has_label: bool) -> Path:
+    """Where an accepted entry's content lives: the label, or the record of a confirmation."""
+    return Path(store) / (f"{sha256}.nii.gz" if kind_has_label else f"{sha256}.json")
+
+
+def store_record(verdict: Verdict, store: Path) -> Path:
+    """Write the content-addressed record ``<sha256>.json`` (once; the first entry with that content keeps it)."""
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    meta_target = store / f"{verdict.sha256}.json"
-    if verdict.entry.label_path is not None:
-        target = store / f"{verdict.sha256}.nii.gz"
-        if not target.exists():
-            os.replace(verdict.entry.label_path, target)
-        else:  # same content already stored: keep the duplicate beside it, never overwrite
-            os.replace(verdict.entry.label_path, store / f"{verdict.sha256}.{verdict.entry.mtime_ns}.dup.nii.gz")
-    else:
-        target = meta_target
-    record = json.dumps({**json.loads(verdict.meta.to_json()), "flags": list(verdict.flags), "entry": verdict.entry.name}, indent=1)
-    if not meta_target.exists():
-        atomic_write_text(meta_target, record)
-    if verdict.entry.meta_path is not None and verdict.entry.meta_path.exists():
-        os.replace(verdict.entry.meta_path, store / f"{verdict.sha256}.{verdict.entry.mtime_ns}.sidecar.json")
+    target = store / f"{verdict.sha256}.json"
+    if not target.exists():
+        record = {**json.loads(verdict.meta.to_json()), "flags": list(verdict.flags), "entry": verdict.entry.name}
+        atomic_write_text(target, json.dumps(record, indent=1))
     return target
 
 
+def move_into_store(entry: InboxEntry, sha256: str, store: Path) -> None:
+    """Move whatever of ``entry`` is still in the inbox into the store (idempotent).
+
+    The label becomes ``<sha256>.nii.gz``, or ``<sha256>.<mtime_ns>.dup.nii.gz``
+    beside an earlier file with the same content; the sidecar becomes
+    ``<sha256>.<mtime_ns>.sidecar.json``.
+    """
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    label = entry.label_path
+    if label is not None and label.exists():
+        target = store / f"{sha256}.nii.gz"
+        if target.exists() and not os.path.samefile(label, target):
+            target = store / f"{sha256}.{entry.mtime_ns}.dup.nii.gz"
+        _move_no_clobber(label, target)
+    if entry.meta_path is not None and entry.meta_path.exists():
+        _move_no_clobber(entry.meta_path, store / f"{sha256}.{entry.mtime_ns}.sidecar.json")
+
+
+def store_accepted(verdict: Verdict, store: Path) -> Path:
+    """Move an accepted entry into the content-addressed store; returns the stored label or confirmation record."""
+    record = store_record(verdict, store)
+    move_into_store(verdict.entry, verdict.sha256, store)
+    return record if verdict.entry.label_path is None else stored_path(store, verdict.sha256, True)
+
+
+def quarantine_folder(entry: InboxEntry, quarantine: Path) -> Path:
+    """``quarantine/<entry>/``; a hand drop's name can recur, so its folder also carries the file time."""
+    name = entry.name.replace("/", "__")
+    return Path(quarantine) / (name if entry.meta_path is not None else f"{name}.{entry.mtime_ns}")
+
+
 def quarantine_entry(verdict: Verdict, quarantine: Path) -> Path:
-    """Move a rejected entry's files into ``quarantine/<entry>/`` with ``reason.txt``."""
-    folder = Path(quarantine) / verdict.entry.name.replace("/", "__")
+    """Move a rejected entry's files into its quarantine folder with ``reason.txt`` (idempotent)."""
+    folder = quarantine_folder(verdict.entry, quarantine)
     folder.mkdir(parents=True, exist_ok=True)
     for p in (verdict.entry.label_path, verdict.entry.meta_path):
         if p is not None and p.exists():
-            os.replace(p, folder / p.name)
+            _move_no_clobber(p, folder / p.name)
     atomic_write_text(folder / "reason.txt", "\n".join(verdict.reasons) + "\n")
     return folder

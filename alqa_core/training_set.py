@@ -5,6 +5,12 @@ the reassembled labels of cases a human reviewed (revised or confirmed),
 which cover every organ. Pseudo labels of unreviewed cases are not trained
 on: fine-tuning on the model's own output would only reinforce its errors.
 
+A slice-level revision (USS, 004) annotates every organ on its slices only.
+Its case then gives two training items: the original label for the organs
+the dataset annotates (every voxel), and the reassembled label for every
+organ on the revised slices only (``annotated_voxels``: the masked loss
+gives the other voxels no gradient, w=0 of 004).
+
 A deterministic share of labelled cases is held out for the round's
 evaluation report and never trained on.
 """
@@ -15,17 +21,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from alqa_core.checkpoint import training_set_fingerprint
+from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_label, read_nifti_array
 from alqa_core.organs import OrganTable
 from alqa_core.preprocess import GridRecord, preprocess_label
 from alqa_core.submissions import file_sha256
 from alqa_core.training import TrainingCase
+from alqa_core.volume import LabelMap
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -34,7 +42,14 @@ class TrainingSource:
     case_id: str
     label_path: Path  # on the case's original grid, organ-table values
     annotated_organs: tuple[str, ...]
-    origin: str  # "original" | "reassembled"
+    origin: str  # "original" | "reassembled" | "revised_slices"
+    #: indices k along the third voxel axis of the case's original scan that are annotated; () = every voxel
+    annotated_slices: tuple[int, ...] = ()
+
+    @property
+    def item_id(self) -> str:
+        """The training item's id: the case id, with ``#slices`` for a slice-level revision (the same case gives two items)."""
+        return f"{self.case_id}#slices" if self.annotated_slices else self.case_id
 
 
 def is_holdout(case_id: str, fraction: float) -> bool:
@@ -46,19 +61,34 @@ def is_holdout(case_id: str, fraction: float) -> bool:
 
 
 def select_sources(
-    cases: pd.DataFrame, layout: WorkspaceLayout, reviewed: Iterable[str], table: OrganTable, holdout_fraction: float
+    cases: pd.DataFrame,
+    layout: WorkspaceLayout,
+    reviewed: Iterable[str],
+    table: OrganTable,
+    holdout_fraction: float,
+    revised_slices: Mapping[str, Sequence[int]] | None = None,
 ) -> list[TrainingSource]:
-    """Training sources from the catalog's ``cases`` rows and the reviewed (revised/confirmed) case ids."""
-    reviewed = set(reviewed)
+    """Training sources from the catalog's ``cases`` rows and the reviewed (revised/confirmed) case ids.
+
+    ``revised_slices``: case id -> the slices a slice-level revision annotated
+    (cases reviewed as whole volumes are absent).
+    """
+    reviewed, partial = set(reviewed), dict(revised_slices or {})
     out = []
     for row in cases.sort_values("case_id").itertuples():
         organs = tuple(o for o in str(row.annotated_organs or "").split(",") if o)
         if row.split != "train" or (organs and is_holdout(row.case_id, holdout_fraction)):
             continue
-        if row.case_id in reviewed and layout.reassembled_label(row.case_id).exists():
-            out.append(TrainingSource(row.case_id, layout.reassembled_label(row.case_id), table.names, "reassembled"))
-        elif organs:
+        reassembled = layout.reassembled_label(row.case_id)
+        whole = row.case_id in reviewed and reassembled.exists() and not partial.get(row.case_id)
+        if whole:
+            out.append(TrainingSource(row.case_id, reassembled, table.names, "reassembled"))
+            continue
+        if organs:
             out.append(TrainingSource(row.case_id, layout.original_label(row.case_id), organs, "original"))
+        if row.case_id in reviewed and reassembled.exists():
+            slices = tuple(sorted({int(k) for k in partial[row.case_id]}))
+            out.append(TrainingSource(row.case_id, reassembled, table.names, "revised_slices", slices))
     return out
 
 
@@ -71,12 +101,24 @@ def holdout_cases(cases: pd.DataFrame, holdout_fraction: float) -> list[str]:
     )
 
 
+def annotated_voxels_of(slices: Sequence[int], record: GridRecord) -> np.ndarray:
+    """The revised slices (third voxel axis of the original scan) as a mask on the preprocessed grid (nearest)."""
+    original = record.original
+    k = np.asarray(slices, dtype=int)
+    if k.size == 0 or k.min() < 0 or k.max() >= original.shape[2]:
+        raise AlqaInputError(None, f"revised slices {list(slices)} outside the scan's 0..{original.shape[2] - 1}")
+    mask = np.zeros(original.shape, dtype=np.uint8)
+    mask[:, :, k] = 1
+    return preprocess_label(LabelMap(mask, original.affine), record) > 0
+
+
 def load_training_case(source: TrainingSource, layout: WorkspaceLayout) -> TrainingCase:
-    """The preprocessed image and the label brought onto its grid."""
+    """The preprocessed image and the label brought onto its grid (with the revised slices' mask, for a slice-level revision)."""
     image, _ = read_nifti_array(layout.preprocessed(source.case_id))
     record = GridRecord.from_dict(json.loads(layout.grid_record(source.case_id).read_text()))
     label = preprocess_label(read_label(source.label_path), record)
-    return TrainingCase(source.case_id, np.asarray(image, dtype=np.float32), label, source.annotated_organs)
+    voxels = annotated_voxels_of(source.annotated_slices, record) if source.annotated_slices else None
+    return TrainingCase(source.item_id, np.asarray(image, dtype=np.float32), label, source.annotated_organs, voxels)
 
 
 def load_training_cases(sources: Sequence[TrainingSource], layout: WorkspaceLayout) -> list[TrainingCase]:
@@ -86,8 +128,13 @@ def load_training_cases(sources: Sequence[TrainingSource], layout: WorkspaceLayo
 def fingerprint(sources: Sequence[TrainingSource]) -> str:
     """sha256 over case ids, label file hashes and annotated organs: ties checkpoints to files."""
     return training_set_fingerprint(
-        (f"{s.case_id}:{s.origin}:{','.join(s.annotated_organs)}", file_sha256(s.label_path)) for s in sources
+        (f"{s.item_id}:{s.origin}:{','.join(s.annotated_organs)}" + (f":{_slices_text(s)}" if s.annotated_slices else ""), file_sha256(s.label_path))
+        for s in sources
     )
+
+
+def _slices_text(source: TrainingSource) -> str:
+    return ",".join(str(k) for k in source.annotated_slices)
 
 
 def manifest(sources: Sequence[TrainingSource], round_index: int) -> pd.DataFrame:
@@ -99,20 +146,24 @@ def manifest(sources: Sequence[TrainingSource], round_index: int) -> pd.DataFram
                 "origin": s.origin,
                 "annotated_organs": ",".join(s.annotated_organs),
                 "label_path": str(s.label_path),
+                "annotated_slices": _slices_text(s),
             }
             for s in sources
         ],
-        columns=["round", "case_id", "origin", "annotated_organs", "label_path"],
+        columns=["round", "case_id", "origin", "annotated_organs", "label_path", "annotated_slices"],
     )
 
 
 def sources_from_manifest(frame: pd.DataFrame, round_index: int) -> list[TrainingSource]:
     """The sources a round's ``training_set`` manifest (catalog table) lists."""
     rows = frame[frame["round"] == round_index] if not frame.empty else frame
-    return [
-        TrainingSource(r.case_id, Path(r.label_path), tuple(o for o in str(r.annotated_organs).split(",") if o), r.origin)
-        for r in rows.sort_values("case_id").itertuples()
-    ]
+    out = []
+    for r in rows.sort_values(["case_id", "origin"]).itertuples():
+        raw = getattr(r, "annotated_slices", "")
+        slices = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw)
+        organs = tuple(o for o in str(r.annotated_organs).split(",") if o)
+        out.append(TrainingSource(r.case_id, Path(r.label_path), organs, r.origin, tuple(int(k) for k in slices.split(",") if k)))
+    return out
 
 
 @dataclass(frozen=True)

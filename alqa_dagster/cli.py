@@ -49,11 +49,29 @@ def cmd_submit(args) -> int:
     from alqa_core.submissions import write_submission
 
     layout = _layout()
+    slices = _parse_slices(args.slices)
     entry = write_submission(
-        layout.inbox, args.case, args.annotator, Path(args.label), "revised", tuple(args.emptied or ()), args.note or ""
+        layout.inbox, args.case, args.annotator, Path(args.label), "revised", tuple(args.emptied or ()), args.note or "",
+        annotated_slices=slices,
     )
-    print(f"submitted {args.case} as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
+    scope = f"slices {','.join(map(str, slices))} only" if slices else "whole volume"
+    print(f"submitted {args.case} ({scope}) as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
     return 0
+
+
+def _parse_slices(text: str | None) -> tuple[int, ...]:
+    """``12,17,30-32`` -> (12, 17, 30, 31, 32)."""
+    out: set[int] = set()
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise AlqaInputError(None, f"--slices: {part!r} is not a slice index or a range like 30-32") from None
+    return tuple(sorted(out))
 
 
 def cmd_confirm(args) -> int:
@@ -161,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", required=True)
     s.add_argument("--annotator", required=True)
     s.add_argument("--emptied", action="append", help="an organ deliberately emptied (repeatable)")
+    s.add_argument("--slices", help="a slice-level revision: only these slices (e.g. 12,17,30-32; third voxel axis) were revised")
     s.add_argument("--note")
     s.set_defaults(fn=cmd_submit)
 

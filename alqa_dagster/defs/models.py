@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from alqa_core.rounds import reviewed_cases, round_state
+from alqa_core.rounds import revised_slices, reviewed_cases, round_state
 from alqa_core.training_set import (
     fingerprint,
     load_training_cases,
@@ -35,11 +35,11 @@ def training_set(context: dg.AssetExecutionContext, campaign: CampaignResource, 
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     state = round_state(cat)
     round_index = next_round_index(state.round_index, state.queue_answered)
-    sources = select_sources(cat.read("cases"), layout, reviewed_cases(cat), cfg.organ_table, cfg.evaluation.holdout_fraction)
+    sources = select_sources(cat.read("cases"), layout, reviewed_cases(cat), cfg.organ_table, cfg.evaluation.holdout_fraction, revised_slices(cat))
     frame = manifest(sources, round_index)
     cat.write("rounds", f"round_{round_index:03d}", pd.DataFrame([{"round": round_index, "started_at": datetime.now(timezone.utc).isoformat(), "training_cases": len(sources), "training_set_sha256": fingerprint(sources) if sources else ""}]))
     cat.write("training_set", f"round_{round_index:03d}", frame)
-    return dg.MaterializeResult(metadata={"round": round_index, "cases": len(sources), "reassembled": int((frame.origin == "reassembled").sum()), "manifest": table(frame)})
+    return dg.MaterializeResult(metadata={"round": round_index, "cases": len(sources), "reassembled": int((frame.origin == "reassembled").sum()), "slice_level": int((frame.origin == "revised_slices").sum()), "manifest": table(frame)})
 
 
 @dg.asset(

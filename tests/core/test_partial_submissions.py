@@ -1,0 +1,149 @@
+"""Slice-level (USS) submissions: validation, completion by the pseudo label, and training only on the revised slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from alqa_core.annotation import revisions_of, submission_efforts
+from alqa_core.catalog import Catalog
+from alqa_core.ingest import preprocess_scan
+from alqa_core.io.nifti import write_ct, write_label, write_nifti
+from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
+from alqa_core.preprocess import PreprocessConfig
+from alqa_core.rounds import revised_slices
+from alqa_core.submissions import scan_inbox, validate_entry, write_submission
+from alqa_core.training_set import load_training_case, select_sources
+from alqa_core.volume import CTVolume, Grid, LabelMap
+from alqa_core.workspace import WorkspaceLayout
+
+AFF = np.diag([-3.0, 3.0, 4.0, 1.0])  # L-R flipped: preprocessing reorients, the mask must follow
+SHAPE = (24, 20, 12)
+LIVER, SPLEEN = T.value_of("liver"), T.value_of("spleen")
+
+
+def _pseudo() -> LabelMap:
+    a = np.zeros(SHAPE, np.uint8)
+    a[4:14, 4:14, 2:10] = LIVER
+    a[16:21, 5:10, 3:9] = SPLEEN
+    return LabelMap(a, AFF)
+
+
+def _revision_on(slices) -> np.ndarray:
+    """The annotator's file: liver grown by 2 voxels on ``slices``, zeros elsewhere (a slice tool's export)."""
+    out = np.zeros(SHAPE, np.uint8)
+    fixed = np.array(_pseudo().array)
+    fixed[4:16, 4:14][fixed[4:16, 4:14] == 0] = LIVER
+    out[:, :, list(slices)] = fixed[:, :, list(slices)]
+    return out
+
+
+def _submit(tmp_path, array, slices=(), case="c1"):
+    src = tmp_path / f"rev_{len(list(tmp_path.iterdir()))}.nii.gz"
+    write_nifti(src, array, AFF)
+    return write_submission(tmp_path / "inbox", case, "dr_a", src, annotated_slices=tuple(slices))
+
+
+def _validate(tmp_path, pseudo=True):
+    [entry] = scan_inbox(tmp_path / "inbox", settle_seconds=0)
+    return validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c: _pseudo() if pseudo else None, T)
+
+
+def test_slice_level_revision_is_completed_by_the_pseudo_label(tmp_path):
+    _submit(tmp_path, _revision_on([2, 9]), slices=[9, 2])  # slices with liver but no spleen
+    v = _validate(tmp_path)
+    assert v.accepted, v.reasons
+    assert v.meta.annotated_slices == (2, 9)
+    assert v.organ_voxels["spleen"] == int((np.asarray(_pseudo().array) == SPLEEN).sum())  # kept from the pseudo label
+    # the same zeros-elsewhere file as a whole-volume revision empties the spleen: rejected
+    (tmp_path / "inbox2").mkdir()
+    write_nifti(tmp_path / "inbox2" / "r.nii.gz", _revision_on([2, 9]), AFF)
+    entry = write_submission(tmp_path / "whole", "c1", "dr_a", tmp_path / "inbox2" / "r.nii.gz")
+    whole = validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c: _pseudo(), T)
+    assert not whole.accepted and "emptied" in whole.reasons[0]
+
+
+def test_slice_level_revision_outside_the_scan_or_without_a_package_is_rejected(tmp_path):
+    entry = _submit(tmp_path, _revision_on([4]), slices=[4, 12])
+    v = _validate(tmp_path)
+    assert not v.accepted and str(entry.label_path) in v.reasons[0] and "[12]" in v.reasons[0]
+    (tmp_path / "inbox" / f"{entry.name}.json").unlink()
+    _submit(tmp_path, _revision_on([4]), slices=[4])
+    v = _validate(tmp_path, pseudo=False)
+    assert not v.accepted and "work package" in v.reasons[0]
+
+
+def _workspace(tmp_path) -> WorkspaceLayout:
+    layout = WorkspaceLayout(tmp_path / "ws")
+    rng = np.random.default_rng(0)
+    hu = np.where(np.asarray(_pseudo().array) > 0, 60.0, 0.0) + rng.normal(0, 5, SHAPE)
+    write_ct(layout.raw_scan("c1"), CTVolume(hu.astype(np.float32), AFF))
+    preprocess_scan(layout.raw_scan("c1"), layout.preprocessed("c1"), layout.grid_record("c1"),
+                    PreprocessConfig(spacing_mm=(3.0, 3.0, 4.0), crop_to_body=False, pad_to_multiple=1))
+    write_label(layout.work_package(0, "c1") / "pseudo_label.nii.gz", _pseudo())
+    return layout
+
+
+def _rows(layout, tmp_path, submissions) -> pd.DataFrame:
+    rows = []
+    for i, (slices, when) in enumerate(submissions):
+        path = tmp_path / f"stored_{i}.nii.gz"
+        write_nifti(path, _revision_on(slices), AFF)
+        rows.append({"submission_id": f"s{i}", "case_id": "c1", "status": "accepted", "kind": "revised", "annotator": "dr_a",
+                     "submitted_at": when, "round": 0, "stored_path": str(path), "annotated_slices": ",".join(map(str, slices))})
+    return pd.DataFrame(rows)
+
+
+def test_revisions_accumulate_slices_over_the_pseudo_label(tmp_path):
+    layout = _workspace(tmp_path)
+    subs = _rows(layout, tmp_path, [([3], "2026-11-23T10:00:00+00:00"), ([7, 8], "2026-11-23T11:00:00+00:00")])
+    revisions = revisions_of("c1", subs, layout, T)
+    latest = np.asarray(revisions[-1].label.array)
+    expected = np.array(_pseudo().array)
+    for k in (3, 7, 8):
+        expected[:, :, k] = _revision_on([k])[:, :, k]
+    np.testing.assert_array_equal(latest, expected)
+    assert (latest != np.asarray(_pseudo().array)).any()
+    catalog = Catalog(tmp_path / "cat")
+    catalog.write("submissions", "all", subs)
+    assert revised_slices(catalog) == {"c1": (3, 7, 8)}
+    # a later whole-volume answer makes the case whole again
+    whole = pd.concat([subs, _rows(layout, tmp_path, [(range(SHAPE[2]), "2026-11-23T12:00:00+00:00")]).assign(annotated_slices="", submission_id="w")])
+    catalog.write("submissions", "all", whole)
+    assert revised_slices(catalog) == {}
+
+
+def test_effort_counts_only_the_revised_slices(tmp_path):
+    layout = _workspace(tmp_path)
+    (layout.work_package(0, "c1") / "task.json").write_text('{"created_at": "2026-11-23T09:00:00+00:00"}')
+    efforts = submission_efforts(layout, "c1", _rows(layout, tmp_path, [([3], "2026-11-23T10:00:00+00:00")]), T)
+    liver = efforts[efforts.organ == "liver"].iloc[0]
+    grown = int(((_revision_on([3]) == LIVER) & (np.asarray(_pseudo().array) != LIVER))[:, :, 3].sum())
+    assert liver.changed_voxels == grown and grown > 0
+
+
+def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path):
+    layout = _workspace(tmp_path)
+    write_label(layout.original_label("c1"), LabelMap(np.where(np.asarray(_pseudo().array) == SPLEEN, SPLEEN, 0).astype(np.uint8), AFF))
+    write_label(layout.reassembled_label("c1"), _pseudo())
+    cases = pd.DataFrame([{"case_id": "c1", "split": "train", "annotated_organs": "spleen", "dataset": "d"}])
+    sources = select_sources(cases, layout, {"c1"}, T, 0.0, {"c1": (3, 7)})
+    assert [(s.origin, s.annotated_organs, s.annotated_slices) for s in sources] == [
+        ("original", ("spleen",), ()), ("revised_slices", T.names, (3, 7))]
+    original, sliced = (load_training_case(s, layout) for s in sources)
+    assert original.annotated_voxels is None and sliced.case_id == "c1#slices"
+    mask = sliced.annotated_voxels
+    # every masked voxel of the preprocessed (reoriented) grid lies on original slice 3 or 7, and both slices are covered
+    import json
+
+    from alqa_core.preprocess import GridRecord
+
+    record = GridRecord.from_dict(json.loads(layout.grid_record("c1").read_text()))
+    ijk = np.argwhere(mask)
+    world = np.c_[ijk, np.ones(len(ijk))] @ record.output.affine.T
+    k_original = np.rint((world @ np.linalg.inv(record.original.affine).T)[:, 2]).astype(int)
+    assert set(k_original) == {3, 7}
+    assert mask.sum() == 2 * SHAPE[0] * SHAPE[1]
+    # whole-volume review: one reassembled item for every organ
+    [whole] = select_sources(cases, layout, {"c1"}, T, 0.0, {})
+    assert whole.origin == "reassembled" and whole.annotated_slices == ()
