@@ -20,8 +20,10 @@ Choices (documented, each a deliberate simplification):
   volumes from the ensemble's predictive entropy (entropy of the members'
   mean probability on the preprocessed grid; not MC dropout).
 - **Effort**: :class:`~alqa_core.strategies.EffortModel` units; a whole volume of
-  K slices (preprocessed grid, axial) costs ``1 + (K - 1)/3``. Each round is a
-  new session: a case revisited in a later round pays its first slice again.
+  K slices costs ``1 + (K - 1)/3``, where K counts the preprocessed grid's axial
+  slices that hold the scan (the padding added for the network is nobody's
+  work, so neither volumes nor slice strategies see it). Each round is a new
+  session: a case revisited in a later round pays its first slice again.
 - **Training set**: validation cases (fixed, from the original labels) are
   removed from the pool. A whole-volume answer replaces the case's original
   label; a slice answer is added as a second training item
@@ -216,18 +218,18 @@ def _evaluate_test(layout, test_ids, checkpoints, config, table, campaign_root) 
     return rows
 
 
-def _fill_volumes(name: str, order: Sequence[str], n_slices: dict[str, int], budget: float, model: EffortModel) -> Selection:
+def _fill_volumes(name: str, order: Sequence[str], extent: dict[str, range], budget: float, model: EffortModel) -> Selection:
     """Whole volumes in ``order`` while each still fits (as the volume strategies of :mod:`alqa_core.strategies` fill; theirs is private)."""
     items, spent = [], 0.0
     for cid in order:
-        cost = model.case_cost(n_slices[cid])
+        cost = model.case_cost(len(extent[cid]))
         if spent + cost <= budget + 1e-9:
-            items.append(SliceSelection(cid, tuple(range(n_slices[cid]))))
+            items.append(SliceSelection(cid, tuple(extent[cid])))
             spent += cost
     return Selection(name, tuple(items), spent)
 
 
-def _attention_round(strategy, layout, pool, cases, checkpoints, config, table, campaign_root, round_index, n_slices, budget):
+def _attention_round(strategy, layout, pool, cases, checkpoints, config, table, campaign_root, round_index, extent, budget):
     """Attention/outlier queue over the pool; returns the selection and (sensitivity, precision)."""
     predict_cases(layout, pool, sorted(checkpoints.items()), {}, config.inference, table)
     summaries, scores, grades = [], [], []
@@ -247,23 +249,33 @@ def _attention_round(strategy, layout, pool, cases, checkpoints, config, table, 
         order += [c for c in priority.case_ids if c not in order]
     else:
         order = list(priority.case_ids)
-    selection = _fill_volumes(strategy, order, n_slices, budget, config.effort_model)
+    selection = _fill_volumes(strategy, order, extent, budget, config.effort_model)
     sens = float(np.nanmean([s.sensitivity for s in scores])) if any(np.isfinite(s.sensitivity) for s in scores) else float("nan")
     prec = float(np.nanmean([s.precision for s in scores])) if any(np.isfinite(s.precision) for s in scores) else float("nan")
     return selection, (sens, prec)
 
 
-def _uncertainty_round(strategy, layout, pool, answered_slices, checkpoints, config, round_index, budget, exclude):
-    """A :data:`STRATEGIES` selection from the ensemble's predictive entropy on the preprocessed grid."""
+def scan_slices(image: np.ndarray) -> range:
+    """The preprocessed grid's axial slices that hold the scan (padding is exactly 0 after the HU window)."""
+    k = np.flatnonzero(np.asarray(image).any(axis=(0, 1)))
+    return range(int(k.min()), int(k.max()) + 1) if k.size else range(0)
+
+
+def _uncertainty_round(strategy, layout, pool, answered_slices, checkpoints, config, round_index, budget, exclude, extent):
+    """A :data:`STRATEGIES` selection from the ensemble's predictive entropy, over the scan's slices (``extent``)."""
     nets = [load_checkpoint(p).network for _, p in sorted(checkpoints.items())]
     pool_u = []
     for cid in pool:
         if cid in exclude:
             continue
         image = load_preprocessed(layout, cid).array
-        mean = np.mean([predict_probabilities(n, image, config.inference) for n in nets], axis=0)
-        pool_u.append(case_uncertainty(cid, binary_entropy(mean), mean, annotated_slices=tuple(sorted(answered_slices.get(cid, ())))))
-    return select(strategy, pool_u, budget, seed=config.seed * 100 + round_index, exclude_cases=exclude, effort_model=config.effort_model)
+        k0, k1 = extent[cid].start, extent[cid].stop
+        mean = np.mean([predict_probabilities(n, image, config.inference) for n in nets], axis=0)[..., k0:k1]
+        done = tuple(sorted(k - k0 for k in answered_slices.get(cid, ())))
+        pool_u.append(case_uncertainty(cid, binary_entropy(mean), mean, annotated_slices=done))
+    chosen = select(strategy, pool_u, budget, seed=config.seed * 100 + round_index, exclude_cases=exclude, effort_model=config.effort_model)
+    items = tuple(SliceSelection(i.case_id, tuple(k + extent[i.case_id].start for k in i.slices)) for i in chosen.items)
+    return Selection(chosen.strategy, items, chosen.effort_slices)
 
 
 def _training_set(pool, originals, truths, whole, answered_slices, table, val_cases) -> list[TrainingCase]:
@@ -326,7 +338,8 @@ def simulate(
     originals = {c: source(c, layout.original_label(c), cases[c].annotated_organs) for c in pool if cases[c].annotated_organs}
     truths = {c: source(c, ground_truth_path(campaign_root, c), table.names) for c in pool}
     val_cases = [source(c, layout.original_label(c), cases[c].annotated_organs) for c in val]
-    n_slices = {c: int(truths[c].image.shape[-1]) for c in pool}
+    extent = {c: scan_slices(truths[c].image) for c in pool}
+    n_slices = {c: len(extent[c]) for c in pool}
     members = _members(config)
     train_cfg = replace(config.train, val_case_ids=tuple(val))
     cfg = replace(config, train=train_cfg)
@@ -351,9 +364,9 @@ def simulate(
             candidates = [c for c in pool if c not in whole]
             if strategy in VOLUME_QUEUES:
                 selection, att = _attention_round(strategy, layout, candidates, cases, checkpoints, cfg, table, campaign_root,
-                                                  r, n_slices, config.budget_per_round)
+                                                  r, extent, config.budget_per_round)
             else:
-                selection = _uncertainty_round(strategy, layout, candidates, answered, checkpoints, cfg, r, config.budget_per_round, whole)
+                selection = _uncertainty_round(strategy, layout, candidates, answered, checkpoints, cfg, r, config.budget_per_round, whole, extent)
             for item in selection.items:
                 if len(item.slices) == n_slices[item.case_id]:
                     whole.add(item.case_id)

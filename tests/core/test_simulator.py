@@ -175,9 +175,28 @@ def test_two_round_simulation_on_tiny_phantoms(tmp_path, one_thread):
         assert set(m[m.strategy == strategy].case_id) == set(result.test_case_ids)
     assert not set(result.selections.case_id) & set(result.test_case_ids)
     assert not set(result.selections.case_id) & set(result.val_case_ids)
+    # a whole volume counts (and costs) the slices that hold the scan, never the network's padding
+    from alqa_core.io.nifti import read_nifti_array
+    from alqa_core.workspace import WorkspaceLayout
+
+    work = WorkspaceLayout(tmp_path / "work" / "workspace")
+    for row in result.selections[result.selections.whole_volume].itertuples():
+        image, _ = read_nifti_array(work.preprocessed(row.case_id))
+        filled = np.flatnonzero(np.asarray(image).any(axis=(0, 1)))
+        assert row.n_slices == filled.max() - filled.min() + 1 < image.shape[2]
     paths = write_report(result, tmp_path / "report")
     assert "Paired tests" in paths.report_md.read_text()
     assert len(pd.read_csv(paths.rounds_csv)) == 6
     assert paths.dice_plot_png.stat().st_size > 1000
     paired = compare_strategies(result)
     assert list(paired.strategy) == ["rvs"] and paired.iloc[0]["n"] > 0
+
+
+def test_scan_slices_skip_the_padding_a_network_needs():
+    from alqa_core.simulator.loop import scan_slices
+
+    image = np.zeros((4, 4, 16), np.float32)
+    image[1:3, 1:3, 3:11] = 0.4
+    image[:, :, 6] = 0.0  # an empty slice inside the scan still belongs to it
+    assert scan_slices(image) == range(3, 11)
+    assert scan_slices(np.zeros((2, 2, 3), np.float32)) == range(0)
