@@ -10,6 +10,11 @@ with :func:`alqa_core.checkpoint.save_checkpoint`.
 
 Seeding happens inside ``torch.random.fork_rng``, so the caller's global RNG
 state is untouched; ``num_threads`` is restored on exit.
+
+An optional ``extra_loss`` (:class:`ExtraLoss`, e.g. the QA loss of
+:mod:`alqa_core.training.qa_loss`) is called at every step, inside the same
+autocast as the supervised forward, and its scalar is added to the masked
+loss. Without one, the loop runs exactly the operations it always did.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -126,6 +131,8 @@ class EpochFinished:
     best_epoch: int | None
     best_dice: float
     seconds: float
+    #: mean of the extra loss term over the epoch's steps (included in train_loss); None without one
+    extra_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,22 @@ class EpochRecord:
     val_dice: Mapping[str, float]
     val_dice_mean: float
     seconds: float
+    #: mean of the extra loss term over the epoch's steps (included in train_loss); None without one
+    extra_loss: float | None = None
+
+
+class ExtraLoss(Protocol):
+    """An extra loss term added to the supervised loss at every training step.
+
+    Called as ``term(network, step)`` with the network in train mode, inside the
+    step's autocast, ``step`` counting from 0 over the whole run; it returns a
+    scalar tensor on the network's device (already weighted). ``describe()``
+    gives plain data recorded in the checkpoint's ``run_info``.
+    """
+
+    def __call__(self, network: torch.nn.Module, step: int) -> torch.Tensor: ...
+
+    def describe(self) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,19 +207,22 @@ def split_cases(cases: Sequence[TrainingCase], config: TrainConfig) -> tuple[lis
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise AlqaInputError(None, f"training cases have duplicate case ids {dupes}")
+    # Items of one scan ("c1" and its slice-level revision "c1#slices") stay on one side of the split.
+    scan_of = {i: i.split("#", 1)[0] for i in ids}
+    scans = list(dict.fromkeys(scan_of.values()))
     if config.val_case_ids is not None:
-        unknown = sorted(set(config.val_case_ids) - set(ids))
+        unknown = sorted(set(config.val_case_ids) - set(ids) - set(scans))
         if unknown:
             raise AlqaInputError(None, f"training.val_case_ids {unknown} are not among the training cases")
-        val_ids = set(config.val_case_ids)
+        val_scans = {scan_of.get(c, c) for c in config.val_case_ids}
     else:
-        if len(cases) < 2:
-            raise AlqaInputError(None, f"need at least 2 cases to hold one out for validation, got {len(cases)}")
-        n_val = min(len(cases) - 1, max(1, math.ceil(len(cases) * config.val_fraction)))
-        order = np.random.default_rng(config.seed).permutation(len(cases))
-        val_ids = {ids[i] for i in order[:n_val]}
-    train_cases = [c for c in cases if c.case_id not in val_ids]
-    val_cases = [c for c in cases if c.case_id in val_ids]
+        if len(scans) < 2:
+            raise AlqaInputError(None, f"need at least 2 cases to hold one out for validation, got {len(scans)}")
+        n_val = min(len(scans) - 1, max(1, math.ceil(len(scans) * config.val_fraction)))
+        order = np.random.default_rng(config.seed).permutation(len(scans))
+        val_scans = {scans[i] for i in order[:n_val]}
+    train_cases = [c for c in cases if scan_of[c.case_id] not in val_scans]
+    val_cases = [c for c in cases if scan_of[c.case_id] in val_scans]
     if not train_cases or not val_cases:
         raise AlqaInputError(None, f"split left {len(train_cases)} training and {len(val_cases)} validation cases; both must be >= 1")
     return train_cases, val_cases
@@ -245,10 +271,13 @@ def _emit(progress: Callable[[ProgressEvent], None] | None, event: ProgressEvent
         progress(event)
 
 
-def _train_one_epoch(network, optimizer, scaler, sampler, config, device, amp) -> float:
+def _train_one_epoch(
+    network, optimizer, scaler, sampler, config, device, amp, extra_loss: ExtraLoss | None = None, first_step: int = 0
+) -> tuple[float, float | None]:
+    """(mean loss, mean extra term or None) over one epoch's steps."""
     network.train()
-    losses = []
-    for _ in range(config.iterations_per_epoch):
+    losses, extras = [], []
+    for i in range(config.iterations_per_epoch):
         batch = sampler.batch(config.batch_size)
         image = batch.image.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
@@ -258,12 +287,17 @@ def _train_one_epoch(network, optimizer, scaler, sampler, config, device, amp) -
         autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
         with autocast:
             logits = network(image)
+            extra = None if extra_loss is None else extra_loss(network, first_step + i)
         loss = masked_dice_bce_loss(logits, target, organ_weight, mask)  # float32 inside
+        if extra is not None:
+            extra = extra.float()
+            loss = loss + extra
+            extras.append(float(extra.detach()))
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         losses.append(float(loss.detach()))
-    return float(np.mean(losses))
+    return float(np.mean(losses)), (float(np.mean(extras)) if extras else None)
 
 
 # ---------------------------------------------------------------- train
@@ -279,13 +313,18 @@ def train(
     round_index: int = 0,
     progress: Callable[[ProgressEvent], None] | None = None,
     training_set_sha256: str | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     """Train ``spec`` on ``cases`` (or fine-tune ``parent``); return the best epoch's network and metadata.
 
     ``training_set_sha256`` defaults to a fingerprint of the cases' ids and
     label contents; pass :func:`~alqa_core.checkpoint.training_set_fingerprint`
     over the label files to tie the checkpoint to files on disk instead.
+    ``extra_loss`` (optional, :class:`ExtraLoss`) is added to the masked loss at
+    every step; None (the default) trains on the supervised loss alone.
     """
+    if extra_loss is not None and not (callable(extra_loss) and callable(getattr(extra_loss, "describe", None))):
+        raise TypeError(f"extra_loss must be callable with a describe() method (ExtraLoss), got {type(extra_loss).__name__}")
     started = time.perf_counter()
     if spec.n_organs != len(organ_table):
         raise AlqaInputError(None, f"model spec has {spec.n_organs} outputs but the organ table has {len(organ_table)} organs")
@@ -332,7 +371,9 @@ def train(
         stopped_early = False
         for epoch in range(config.max_epochs):
             t0 = time.perf_counter()
-            loss = _train_one_epoch(network, optimizer, scaler, sampler, config, device, amp)
+            loss, extra = _train_one_epoch(
+                network, optimizer, scaler, sampler, config, device, amp, extra_loss, epoch * config.iterations_per_epoch
+            )
             per_organ = validation_dice(
                 network, val_cases, organ_table, config.patch_size_vox, device, amp, config.sw_batch_size, config.sw_overlap
             )
@@ -342,9 +383,9 @@ def train(
             stopper = stopper.update(dice)
             if stopper.improved:
                 best_state = _cpu_state(network)
-            record = EpochRecord(epoch, loss, MappingProxyType(per_organ), dice, time.perf_counter() - t0)
+            record = EpochRecord(epoch, loss, MappingProxyType(per_organ), dice, time.perf_counter() - t0, extra)
             history.append(record)
-            _emit(progress, EpochFinished(epoch, loss, record.val_dice, dice, stopper.best_epoch, stopper.best_value, record.seconds))
+            _emit(progress, EpochFinished(epoch, loss, record.val_dice, dice, stopper.best_epoch, stopper.best_value, record.seconds, extra))
             if stopper.stop:
                 stopped_early = epoch + 1 < config.max_epochs
                 break
@@ -368,6 +409,8 @@ def train(
         "stopped_early": stopped_early,
         "seconds": time.perf_counter() - started,
     }
+    if extra_loss is not None:
+        run_info["extra_loss"] = plain_data(dict(extra_loss.describe()))
     meta = CheckpointMeta(
         spec=spec,
         organ_table=organ_table,
@@ -391,6 +434,7 @@ __all__ = [
     "LR_FROM_SCRATCH",
     "EpochFinished",
     "EpochRecord",
+    "ExtraLoss",
     "ProgressEvent",
     "TrainConfig",
     "TrainResult",

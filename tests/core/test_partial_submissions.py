@@ -147,3 +147,22 @@ def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path
     # whole-volume review: one reassembled item for every organ
     [whole] = select_sources(cases, layout, {"c1"}, T, 0.0, {})
     assert whole.origin == "reassembled" and whole.annotated_slices == ()
+
+
+def test_a_scan_and_its_slice_level_item_stay_on_one_side_of_the_validation_split():
+    from alqa_core.training import TrainConfig, TrainingCase
+    from alqa_core.training.trainer import split_cases
+
+    def item(case_id):
+        return TrainingCase(case_id, np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8), ("liver",))
+
+    cases = [item(c) for c in ("a", "a#slices", "b", "c", "c#slices", "d")]
+    sides = set()
+    for seed in range(20):
+        train, val = split_cases(cases, TrainConfig(val_fraction=0.3, seed=seed))
+        val_ids = {c.case_id for c in val}
+        assert ("a" in val_ids) == ("a#slices" in val_ids) and ("c" in val_ids) == ("c#slices" in val_ids)
+        sides.add(frozenset(val_ids))
+    assert len(sides) > 1  # the split does vary with the seed
+    _, val = split_cases(cases, TrainConfig(val_case_ids=("c",)))
+    assert {c.case_id for c in val} == {"c", "c#slices"}
