@@ -62,8 +62,11 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class SubmissionConfig:
+    #: larger files are refused from their size alone, before they are opened
     max_file_mb: float = 2048.0
     volume_change_factor: float = 2.0
+    #: inbox entries one sensor tick validates (and runs it requests): bounds a tick's time
+    max_per_tick: int = 50
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class CampaignConfig:
     inference: Any = None
     attention: Any = None
     qa: Any = None
+    qa_loss: Any = None
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -184,6 +188,7 @@ CORE_SECTIONS: Mapping[str, str] = {
     "inference": "alqa_core.inference:InferenceConfig",
     "attention": "alqa_core.attention:AttentionConfig",
     "qa": "alqa_core.qa.regressor:QARegressorConfig",
+    "qa_loss": "alqa_core.training.qa_loss:QALossConfig",
 }
 
 
@@ -240,6 +245,8 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
                 raise AlqaInputError(source, f"external_members[{i}].class_map: {exc.args[0]}") from exc
     if cfg.budget.strategy not in QUEUE_STRATEGIES:
         raise AlqaInputError(source, f"budget.strategy: unknown {cfg.budget.strategy!r}; known {list(QUEUE_STRATEGIES)}")
+    if cfg.submissions.max_per_tick < 1:
+        raise AlqaInputError(source, f"submissions.max_per_tick: must be at least 1, got {cfg.submissions.max_per_tick}")
     if not 0 < cfg.budget.fraction <= 1:
         raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
 

@@ -69,10 +69,17 @@ budget:
 submissions:
   max_file_mb: 2048          # larger files are refused before they are read
   volume_change_factor: 2.0  # flag an organ whose volume changes more than this
+  max_per_tick: 50           # inbox entries the submissions sensor validates per tick
 
 qa:                    # the ResNet-18 QA regressor (001), trained on human grades
   epochs: {qa_epochs}
   num_threads: 1
+
+qa_loss:               # optional (001): a frozen QA regressor as an extra loss on unlabeled cases
+  weight: 0.0          # 0 = off; on phantoms 0.1 did not help and 1.0 hurt (benchmarks/bench_qa_loss.py)
+  # regressor: ./alqa_workspace/checkpoints/round_000/qa_regressor.pt   (what qa_regressor writes)
+  # case_ids: []       # empty: every case outside the round's training set
+  # every_n_steps: 4   # cost control: a whole-volume forward+backward per drawn case
 
 evaluation:
   holdout_fraction: {holdout}   # labelled cases never trained on, scored each round

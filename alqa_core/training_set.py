@@ -197,6 +197,18 @@ def next_round_index(current: int, queue_answered: bool) -> int:
     return current + 1 if queue_answered else current
 
 
+def qa_loss_term(config, layout: WorkspaceLayout, cases: pd.DataFrame, sources: Sequence[TrainingSource], table: OrganTable):
+    """The optional QA-loss term (001) over unlabeled cases: ``config.case_ids``, else every case outside the training set; None when off."""
+    if config is None or not config.enabled:
+        return None
+    from alqa_core.training.qa_loss import UnlabeledCase, build_qa_loss
+
+    trained = {s.case_id for s in sources}
+    ids = sorted(config.case_ids or (c for c in cases.case_id if c not in trained))
+    unlabeled = [UnlabeledCase(c, np.asarray(read_nifti_array(layout.preprocessed(c))[0], dtype=np.float32)) for c in ids]
+    return build_qa_loss(config, unlabeled, table)
+
+
 def train_architecture(
     layout: WorkspaceLayout,
     arch,
@@ -207,6 +219,7 @@ def train_architecture(
     round_index: int,
     training_set_sha256: str,
     progress=None,
+    extra_loss=None,
 ) -> CheckpointSummary:
     """Train (round 0) or fine-tune from the previous round's checkpoint, and save it."""
     from alqa_core.checkpoint import save_checkpoint
@@ -219,7 +232,7 @@ def train_architecture(
             parent = layout.checkpoint(arch.name, r)
             break
     spec = ModelSpec(arch.name, arch.size, len(table), arch.dropout)
-    result = train(spec, cases, config, table, spacing_mm, parent, round_index, progress, training_set_sha256)
+    result = train(spec, cases, config, table, spacing_mm, parent, round_index, progress, training_set_sha256, extra_loss)
     path = save_checkpoint(layout.checkpoint(arch.name, round_index), result.network, result.meta)
     return CheckpointSummary(
         arch.name, path, round_index, parent, result.best_epoch, len(result.history), result.stopped_early, dict(result.meta.val_metrics)

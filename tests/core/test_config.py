@@ -62,3 +62,14 @@ def test_no_members_and_bad_yaml(tmp_path):
         load_campaign(_write(tmp_path, "a: [1, 2"))
     with pytest.raises(AlqaInputError, match="does not exist"):
         load_campaign(tmp_path / "missing.yaml")
+
+
+def test_qa_loss_section_is_off_by_default_and_needs_a_regressor_when_on(tmp_path):
+    text = render_template(datasets=("d",))
+    assert load_campaign(_write(tmp_path, text)).qa_loss.enabled is False
+    on = text.replace("  weight: 0.0 ", "  weight: 0.1\n  regressor: qa/regressor.pt ")
+    cfg = load_campaign(_write(tmp_path, on))
+    assert cfg.qa_loss.enabled and cfg.qa_loss.regressor == tmp_path / "qa" / "regressor.pt"
+    with pytest.raises(AlqaInputError) as err:
+        load_campaign(_write(tmp_path, text.replace("  weight: 0.0 ", "  weight: 0.1 ")))
+    assert "regressor" in str(err.value)

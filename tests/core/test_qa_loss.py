@@ -269,3 +269,21 @@ def test_a_given_network_is_copied_and_left_as_it_was():
     term(_net(), 0).backward()
     assert regressor.training and all(p.requires_grad and p.grad is None for p in regressor.parameters())
     assert all(torch.equal(before[k], v) for k, v in _state(regressor).items())
+
+
+def test_campaign_wiring_draws_the_cases_outside_the_training_set(tmp_path, regressor_path):
+    import pandas as pd
+
+    from alqa_core.io.nifti import write_nifti
+    from alqa_core.training_set import TrainingSource, qa_loss_term
+    from alqa_core.workspace import WorkspaceLayout
+
+    layout = WorkspaceLayout(tmp_path / "ws")
+    for seed in (1, 2, 3):
+        write_nifti(layout.preprocessed(f"c{seed}"), blob_case(seed).image, np.eye(4))
+    cases = pd.DataFrame({"case_id": ["c1", "c2", "c3"]})
+    sources = [TrainingSource("c2", tmp_path / "unused.nii.gz", TABLE.names, "original")]
+    assert qa_loss_term(QALossConfig(), layout, cases, sources, TABLE) is None
+    term = qa_loss_term(QALossConfig(weight=0.5, regressor=regressor_path, via_px=None), layout, cases, sources, TABLE)
+    assert sorted(term.describe()["case_ids"]) == ["c1", "c3"]
+    np.testing.assert_array_equal(term.cases[0].image, blob_case(1).image)
