@@ -20,6 +20,7 @@ import pandas as pd
 
 from alqa_core.catalog import Catalog
 from alqa_core.config import SubmissionConfig
+from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_grid, read_label
 from alqa_core.organs import OrganTable
 from alqa_core.submissions import (
@@ -50,6 +51,8 @@ class IntakeResult:
     recovered: tuple[str, ...] = ()
     #: entries recorded but that could not be moved out of the inbox (named with the error)
     stuck: tuple[str, ...] = ()
+    #: entries left in the inbox because their case's raw scan is not ingested yet (retried next tick)
+    deferred: tuple[str, ...] = ()
 
 
 def _pseudo_of(layout: WorkspaceLayout, round_index: int):
@@ -124,28 +127,34 @@ def process_inbox(
     entries = entries[:batch]
     subs = catalog.read("submissions")
     recorded = _recorded(subs)
-    seen = set(subs.get("sha256", pd.Series(dtype=str)).dropna()) - {""}
+    # a duplicate is the same content for the same case (two cases can share bytes, e.g. an emptied label on one grid)
+    seen = set() if subs.empty else {(str(c), str(h)) for c, h in zip(subs.case_id, subs.sha256) if isinstance(h, str) and h}
     known = set(known_cases)
-    redo, new = [], []
+    redo, new, deferred = [], [], []
     for entry in entries:
         prior = recorded.get((entry.name, entry.mtime_ns))
         if prior is not None:
             redo.append((entry, prior))
             continue
-        v = validate_entry(
-            entry,
-            known,
-            lambda c: read_grid(layout.raw_scan(c)),
-            _pseudo_of(layout, round_index),
-            table,
-            limits.max_file_mb,
-            limits.volume_change_factor,
-        )
+        try:
+            v = validate_entry(
+                entry,
+                known,
+                lambda c: read_grid(layout.raw_scan(c)),
+                _pseudo_of(layout, round_index),
+                table,
+                limits.max_file_mb,
+                limits.volume_change_factor,
+            )
+        except AlqaInputError as exc:  # the case's own files (raw scan, work package) are not there yet
+            log.warning("%s: left in the inbox until the case is ingested: %s", entry.name, exc)
+            deferred.append(f"{entry.name}: {exc}")
+            continue
         if not v.accepted:
             new.append((entry, _row(v, "rejected", round_index, None)))
             continue
-        status = "duplicate" if v.sha256 in seen else "accepted"
-        seen.add(v.sha256)
+        status = "duplicate" if (v.meta.case_id, v.sha256) in seen else "accepted"
+        seen.add((v.meta.case_id, v.sha256))
         store_record(v, layout.submissions_store)
         new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path is not None))))
     if new:
@@ -171,4 +180,5 @@ def process_inbox(
         tuple(rows),
         tuple(e.name for e, _ in redo),
         tuple(stuck),
+        tuple(deferred),
     )

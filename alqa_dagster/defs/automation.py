@@ -39,8 +39,14 @@ round_job = dg.define_asset_job(
 )
 
 
-def _launched(instance: dg.DagsterInstance, run_key: str) -> bool:
-    return bool(instance.get_run_ids(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
+def submission_run_key(case_id: str, sha256: str) -> str:
+    """The run_key of an accepted submission: its case and content (the same bytes for two cases are two runs)."""
+    return f"submission:{case_id}:{sha256}"
+
+
+def _launched_keys(instance: dg.DagsterInstance, prefix: str) -> set[str]:
+    """Every run_key starting with ``prefix`` that has a run: one query per tick, not one per submission."""
+    return {v for _, values in instance.get_run_tags(tag_keys=["dagster/run_key"], value_prefix=prefix) for v in values}
 
 
 def range_tags(keys) -> dict:
@@ -64,19 +70,30 @@ def new_cases_sensor(context: dg.SensorEvaluationContext, campaign: CampaignReso
 @dg.sensor(job=revision_job, minimum_interval_seconds=30, description="Validates annotator submissions in the inbox; accepted ones trigger revised and reassembled labels.")
 def submissions_sensor(context: dg.SensorEvaluationContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource):
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
-    after = tuple(json.loads(context.cursor)) if context.cursor else None
     known = context.instance.get_dynamic_partitions(cases_partitions.name)
-    result = process_inbox(layout, cat, known, cfg.organ_table, cfg.submissions, current_round(cat), after)
+    round_index = current_round(cat)
+    # The inbox is the queue (every entry taken leaves it), so the tick takes its oldest
+    # submissions.max_per_tick entries whatever their file times; the cursor records progress only.
+    result = process_inbox(layout, cat, known, cfg.organ_table, cfg.submissions, round_index)
     for row in result.rejected:
         context.log.warning(f"rejected submission {row['entry']} (quarantined): {row['reasons']}")
     for row in result.duplicates:
         context.log.info(f"duplicate of an earlier submission, not processed again: {row['entry']}")
-    # Every accepted submission of the round whose run was never launched: this tick's, and any that a
-    # tick which crashed after storing the file (but before returning) left behind. Run keys make
-    # a repeat a no-op either way.
-    accepted = accepted_submissions(cat, current_round(cat))
-    keys = [(f"submission:{r.sha256}", r.case_id) for r in accepted.itertuples()]
-    requests = [dg.RunRequest(run_key=k, partition_key=c) for k, c in keys if not _launched(context.instance, k)]
+    for name in result.recovered:
+        context.log.info(f"finished moving {name} out of the inbox (recorded by a tick that did not complete)")
+    for problem in result.stuck:
+        context.log.warning(f"recorded but still in the inbox (retried next tick): {problem}")
+    for problem in result.deferred:
+        context.log.info(f"waiting for the case's ingest (retried next tick): {problem}")
+    # Every accepted submission of the round whose run was never launched, oldest first and at most
+    # max_per_tick: this tick's, and any that a tick which died after recording them left behind.
+    # Run keys make a repeat a no-op either way.
+    accepted = accepted_submissions(cat, round_index)
+    launched = _launched_keys(context.instance, "submission:")
+    rows = () if accepted.empty else accepted.sort_values(["submitted_at", "sha256"]).itertuples()
+    keys = [(submission_run_key(r.case_id, r.sha256), r.case_id) for r in rows]
+    keys = [(k, c) for k, c in dict(keys).items() if k not in launched][: cfg.submissions.max_per_tick]
+    requests = [dg.RunRequest(run_key=k, partition_key=c) for k, c in keys]
     cursor = json.dumps(list(result.cursor)) if result.cursor else context.cursor
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
