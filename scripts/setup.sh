@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up alqa in ./.venv: torch first (pinned; a CPU build lies on disk on the
-# project's machines, elsewhere pip fetches it), then alqa and its dependencies.
+# project's machines, elsewhere pip fetches it), then alqa and its dependencies,
+# including the production profile's Python packages (the `production` extra).
+# The PostgreSQL and Redis servers are system packages: scripts/services.sh install.
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,6 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   echo "alqa setup: installing torch==2.13.0"
   "${PIP[@]}" install "torch==2.13.0"
 fi
-echo "alqa setup: installing alqa and its dependencies"
-"${PIP[@]}" install -e ".[dev]"
-.venv/bin/python -c "import alqa_core, alqa_dagster, torch, monai, dagster; print('alqa setup: ok (torch', torch.__version__, '| monai', monai.__version__, '| dagster', dagster.__version__ + ')')"
+echo "alqa setup: installing alqa and its dependencies (with the production profile's dagster-postgres, dagster-celery)"
+"${PIP[@]}" install -e ".[dev,production]"
+.venv/bin/python -c "import alqa_core, alqa_dagster, torch, monai, dagster, dagster_postgres, dagster_celery; print('alqa setup: ok (torch', torch.__version__, '| monai', monai.__version__, '| dagster', dagster.__version__ + ')')"
