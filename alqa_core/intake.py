@@ -31,6 +31,7 @@ from alqa_core.submissions import (
     scan_inbox,
     store_record,
     stored_path,
+    submitted_slices,
     validate_entry,
 )
 from alqa_core.workspace import WorkspaceLayout
@@ -127,8 +128,12 @@ def process_inbox(
     entries = entries[:batch]
     subs = catalog.read("submissions")
     recorded = _recorded(subs)
-    # a duplicate is the same content for the same case (two cases can share bytes, e.g. an emptied label on one grid)
-    seen = set() if subs.empty else {(str(c), str(h)) for c, h in zip(subs.case_id, subs.sha256) if isinstance(h, str) and h}
+    # A duplicate is the same content for the same case and slices (two cases can share bytes, e.g. an emptied
+    # label on one grid) that was taken before; a rejected file resubmitted with --slices or --emptied is new.
+    seen = set()
+    if not subs.empty:
+        taken = subs[subs.status.isin(["accepted", "duplicate"])]
+        seen = {(str(r.case_id), str(r.sha256), submitted_slices(r)) for r in taken.itertuples() if isinstance(r.sha256, str) and r.sha256}
     known = set(known_cases)
     redo, new, deferred = [], [], []
     for entry in entries:
@@ -153,8 +158,9 @@ def process_inbox(
         if not v.accepted:
             new.append((entry, _row(v, "rejected", round_index, None)))
             continue
-        status = "duplicate" if (v.meta.case_id, v.sha256) in seen else "accepted"
-        seen.add((v.meta.case_id, v.sha256))
+        key = (v.meta.case_id, v.sha256, tuple(v.meta.annotated_slices))
+        status = "duplicate" if key in seen else "accepted"
+        seen.add(key)
         store_record(v, layout.submissions_store)
         new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path is not None))))
     if new:

@@ -197,14 +197,29 @@ def next_round_index(current: int, queue_answered: bool) -> int:
     return current + 1 if queue_answered else current
 
 
-def qa_loss_term(config, layout: WorkspaceLayout, cases: pd.DataFrame, sources: Sequence[TrainingSource], table: OrganTable):
-    """The optional QA-loss term (001) over unlabeled cases: ``config.case_ids``, else every case outside the training set; None when off."""
+def qa_loss_term(
+    config, layout: WorkspaceLayout, cases: pd.DataFrame, sources: Sequence[TrainingSource], table: OrganTable, holdout_fraction: float = 0.0
+):
+    """The optional QA-loss term (001) over unlabeled cases, or None when off.
+
+    ``config.case_ids``, else every preprocessed ``train``-split case outside the
+    round's training set and the evaluation hold-out (so the QA term never sees
+    the images the evaluation report scores).
+    """
     if config is None or not config.enabled:
         return None
     from alqa_core.training.qa_loss import UnlabeledCase, build_qa_loss
 
     trained = {s.case_id for s in sources}
-    ids = sorted(config.case_ids or (c for c in cases.case_id if c not in trained))
+    eligible = (
+        r.case_id
+        for r in cases.itertuples()
+        if getattr(r, "split", "train") == "train"
+        and r.case_id not in trained
+        and not is_holdout(r.case_id, holdout_fraction)
+        and layout.preprocessed(r.case_id).exists()
+    )
+    ids = sorted(config.case_ids or eligible)
     unlabeled = [UnlabeledCase(c, np.asarray(read_nifti_array(layout.preprocessed(c))[0], dtype=np.float32)) for c in ids]
     return build_qa_loss(config, unlabeled, table)
 

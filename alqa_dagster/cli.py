@@ -60,17 +60,19 @@ def cmd_submit(args) -> int:
 
 
 def _parse_slices(text: str | None) -> tuple[int, ...]:
-    """``12,17,30-32`` -> (12, 17, 30, 31, 32)."""
+    """``12,17,30-32`` -> (12, 17, 30, 31, 32); None -> () (a whole-volume revision)."""
+    if text is None:
+        return ()
     out: set[int] = set()
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in (p.strip() for p in text.split(",")):
+        lo, _, hi = part.partition("-")
         try:
-            lo, _, hi = part.partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
+            first, last = int(lo), int(hi or lo)
         except ValueError:
-            raise AlqaInputError(None, f"--slices: {part!r} is not a slice index or a range like 30-32") from None
+            first, last = 0, -1
+        if not part or first < 0 or last < first:
+            raise AlqaInputError(None, f"--slices: {part!r} is not a slice index or a range like 30-32")
+        out.update(range(first, last + 1))
     return tuple(sorted(out))
 
 
@@ -122,6 +124,9 @@ def cmd_simulate(args) -> int:
     from alqa_core.phantoms import CampaignSpec, write_campaign
     from alqa_core.simulator import run_simulation, simulation_config
 
+    from alqa_core.workspace import validate_case_id
+
+    validate_case_id(args.name)  # the catalog partition: check it before hours of simulation
     root = Path(args.campaign)
     if args.phantoms:
         if root.exists():

@@ -60,10 +60,8 @@ cmd_install() {
   command -v apt-get >/dev/null 2>&1 || die "no apt-get here: install PostgreSQL and Redis with your package manager"
   local t0=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
-  # a fresh machine may have no package lists yet
-  if ! apt-cache show redis-server >/dev/null 2>&1 || ! apt-cache show postgresql >/dev/null 2>&1; then
-    "${as_root[@]}" apt-get update -qq
-  fi
+  # a fresh machine may have no package lists, or stale ones
+  "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null
   have_servers || die "apt-get finished but the server binaries are still missing"
   echo "services.sh: installed postgresql and redis-server in $((SECONDS - t0)) s"

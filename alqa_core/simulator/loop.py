@@ -16,6 +16,9 @@ Choices (documented, each a deliberate simplification):
   (:func:`alqa_core.priority.rank_cases`) and queues whole volumes;
   ``outliers`` puts oracle-graded failures first (:func:`alqa_core.qa.outlier_queue`,
   grade from ground-truth Dice), then the attention ranking, whole volumes;
+  the oracle's grading of every pool case each round is free (a grader's
+  minutes per montage are not charged to the effort budget), which favours
+  ``outliers``;
   the names of :data:`alqa_core.strategies.STRATEGIES` select slices or
   volumes from the ensemble's predictive entropy (entropy of the members'
   mean probability on the preprocessed grid; not MC dropout).

@@ -1,6 +1,7 @@
 """Jobs and sensors: new cases, annotator submissions, and the round loop."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -91,7 +92,8 @@ def submissions_sensor(context: dg.SensorEvaluationContext, campaign: CampaignRe
     accepted = accepted_submissions(cat, round_index)
     launched = _launched_keys(context.instance, "submission:")
     rows = () if accepted.empty else accepted.sort_values(["submitted_at", "sha256"]).itertuples()
-    keys = [(submission_run_key(r.case_id, r.sha256), r.case_id) for r in rows]
+    # a row whose file a dying tick left in the inbox is requested once the file is in the store
+    keys = [(submission_run_key(r.case_id, r.sha256), r.case_id) for r in rows if not r.stored_path or Path(r.stored_path).exists()]
     keys = [(k, c) for k, c in dict(keys).items() if k not in launched][: cfg.submissions.max_per_tick]
     requests = [dg.RunRequest(run_key=k, partition_key=c) for k, c in keys]
     cursor = json.dumps(list(result.cursor)) if result.cursor else context.cursor

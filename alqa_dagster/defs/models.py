@@ -60,7 +60,7 @@ def model_checkpoints(
     sources = sources_from_manifest(cat.read("training_set"), round_index)
     train_cfg = dataclasses.replace(cfg.training, device=device.torch_device())
     cases = load_training_cases(sources, layout) if cfg.architectures else []
-    qa_term = qa_loss_term(cfg.qa_loss, layout, cat.read("cases"), sources, cfg.organ_table) if cfg.architectures else None
+    qa_term = qa_loss_term(cfg.qa_loss, layout, cat.read("cases"), sources, cfg.organ_table, cfg.evaluation.holdout_fraction) if cfg.architectures else None
     summaries = [
         train_architecture(layout, arch, cases, train_cfg, cfg.organ_table, cfg.preprocess.spacing_mm, round_index, fingerprint(sources), lambda e: context.log.debug(str(e)), qa_term)
         for arch in cfg.architectures

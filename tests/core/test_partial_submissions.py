@@ -166,3 +166,22 @@ def test_a_scan_and_its_slice_level_item_stay_on_one_side_of_the_validation_spli
     assert len(sides) > 1  # the split does vary with the seed
     _, val = split_cases(cases, TrainConfig(val_case_ids=("c",)))
     assert {c.case_id for c in val} == {"c", "c#slices"}
+
+
+def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplicate(tmp_path):
+    from alqa_core.config import SubmissionConfig
+    from alqa_core.intake import process_inbox
+
+    layout = _workspace(tmp_path)
+    catalog = Catalog(layout.catalog)
+    src = tmp_path / "export.nii.gz"
+    write_nifti(src, _revision_on([2, 9]), AFF)  # a slice tool's export: zeros elsewhere
+    write_submission(layout.inbox, "c1", "dr_a", src)  # forgot --slices: the spleen looks emptied
+    first = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0)
+    assert len(first.rejected) == 1 and "emptied" in first.rejected[0]["reasons"]
+    write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))  # the same bytes, now with --slices
+    second = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0)
+    assert len(second.accepted) == 1 and not second.duplicates
+    write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))  # and once more: now a duplicate
+    third = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0)
+    assert len(third.duplicates) == 1 and not third.accepted

@@ -275,15 +275,19 @@ def test_campaign_wiring_draws_the_cases_outside_the_training_set(tmp_path, regr
     import pandas as pd
 
     from alqa_core.io.nifti import write_nifti
-    from alqa_core.training_set import TrainingSource, qa_loss_term
+    from alqa_core.training_set import TrainingSource, is_holdout, qa_loss_term
     from alqa_core.workspace import WorkspaceLayout
 
     layout = WorkspaceLayout(tmp_path / "ws")
-    for seed in (1, 2, 3):
-        write_nifti(layout.preprocessed(f"c{seed}"), blob_case(seed).image, np.eye(4))
-    cases = pd.DataFrame({"case_id": ["c1", "c2", "c3"]})
-    sources = [TrainingSource("c2", tmp_path / "unused.nii.gz", TABLE.names, "original")]
-    assert qa_loss_term(QALossConfig(), layout, cases, sources, TABLE) is None
-    term = qa_loss_term(QALossConfig(weight=0.5, regressor=regressor_path, via_px=None), layout, cases, sources, TABLE)
-    assert sorted(term.describe()["case_ids"]) == ["c1", "c3"]
-    np.testing.assert_array_equal(term.cases[0].image, blob_case(1).image)
+    free = [f"c{i}" for i in range(100) if not is_holdout(f"c{i}", 0.5)][:4]
+    held = next(f"h{i}" for i in range(100) if is_holdout(f"h{i}", 0.5))
+    for seed, case_id in enumerate([*free, held]):
+        write_nifti(layout.preprocessed(case_id), blob_case(seed).image, np.eye(4))
+    # free[1]: in the training set; free[3]: test split; held: the evaluation hold-out; c_late: not
+    # preprocessed yet -- none of them may feed the QA term
+    cases = pd.DataFrame({"case_id": [*free, held, "c_late"], "split": ["train", "train", "train", "test", "train", "train"]})
+    sources = [TrainingSource(free[1], tmp_path / "unused.nii.gz", TABLE.names, "original")]
+    assert qa_loss_term(QALossConfig(), layout, cases, sources, TABLE, 0.5) is None
+    term = qa_loss_term(QALossConfig(weight=0.5, regressor=regressor_path, via_px=None), layout, cases, sources, TABLE, 0.5)
+    assert term.describe()["case_ids"] == sorted([free[0], free[2]])
+    np.testing.assert_array_equal(term.cases[0].image, blob_case(0).image)
