@@ -38,6 +38,9 @@ from alqa_core.workspace import WorkspaceLayout
 
 log = logging.getLogger(__name__)
 
+#: a tick looks at most this many times ``max_per_tick`` inbox entries (the rest wait for the next tick)
+WAIT_FACTOR = 20
+
 
 @dataclass(frozen=True)
 class IntakeResult:
@@ -123,9 +126,9 @@ def process_inbox(
     committed by a tick that died before step 3: only step 3 is repeated.
     """
     batch = limits.max_per_tick if batch is None else int(batch)
-    entries = scan_inbox(layout.inbox, None, batch + 1, settle_seconds)
-    remaining = len(entries) > batch
-    entries = entries[:batch]
+    # Entries that must wait (their case is not ingested yet) do not take a batch slot, so they never
+    # stall the entries behind them; looking at WAIT_FACTOR x batch entries at most bounds a tick.
+    candidates = scan_inbox(layout.inbox, None, batch * WAIT_FACTOR + 1, settle_seconds)
     subs = catalog.read("submissions")
     recorded = _recorded(subs)
     # A duplicate is the same content for the same case and slices (two cases can share bytes, e.g. an emptied
@@ -135,8 +138,11 @@ def process_inbox(
         taken = subs[subs.status.isin(["accepted", "duplicate"])]
         seen = {(str(r.case_id), str(r.sha256), submitted_slices(r)) for r in taken.itertuples() if isinstance(r.sha256, str) and r.sha256}
     known = set(known_cases)
-    redo, new, deferred = [], [], []
-    for entry in entries:
+    redo, new, deferred, entries = [], [], [], []
+    for entry in candidates[: batch * WAIT_FACTOR]:
+        if len(redo) + len(new) == batch:
+            break
+        entries.append(entry)
         prior = recorded.get((entry.name, entry.mtime_ns))
         if prior is not None:
             redo.append((entry, prior))
@@ -174,6 +180,7 @@ def process_inbox(
         except OSError as exc:  # recorded already; a later tick retries the move
             log.warning("%s: recorded as %s but not moved out of the inbox: %s", entry.name, row["status"], exc)
             stuck.append(f"{entry.name}: {exc}")
+    remaining = len(candidates) > len(entries)
     rows = [row for _, row in new]
     by_status = {s: tuple(r for r in rows if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
     cursor = entries[-1].cursor_key if entries else None

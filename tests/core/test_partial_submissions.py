@@ -185,3 +185,22 @@ def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplic
     write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))  # and once more: now a duplicate
     third = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0)
     assert len(third.duplicates) == 1 and not third.accepted
+
+
+def test_entries_waiting_for_their_ingest_take_no_batch_slot(tmp_path):
+    import time
+
+    from alqa_core.config import SubmissionConfig
+    from alqa_core.intake import process_inbox
+
+    layout = _workspace(tmp_path)
+    catalog = Catalog(layout.catalog)
+    src = tmp_path / "rev.nii.gz"
+    write_nifti(src, _revision_on([2, 9]), AFF)
+    waiting = [write_submission(layout.inbox, f"late{i}", "dr_a", src) for i in range(3)]  # registered, not ingested
+    time.sleep(0.01)
+    write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))
+    one_per_tick = SubmissionConfig(max_per_tick=1)
+    result = process_inbox(layout, catalog, {"c1", "late0", "late1", "late2"}, T, one_per_tick, 0, settle_seconds=0)
+    assert [r["case_id"] for r in result.accepted] == ["c1"] and len(result.deferred) == 3
+    assert all(e.meta_path.exists() for e in waiting)  # still in the inbox, neither rejected nor lost
