@@ -31,7 +31,7 @@ from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_label, read_nifti_array
 from alqa_core.organs import OrganTable
 from alqa_core.preprocess import GridRecord, preprocess_label
-from alqa_core.submissions import file_sha256
+from alqa_core.submissions import file_sha256, submitted_slices
 from alqa_core.training import TrainingCase
 from alqa_core.volume import LabelMap
 from alqa_core.workspace import WorkspaceLayout
@@ -159,10 +159,8 @@ def sources_from_manifest(frame: pd.DataFrame, round_index: int) -> list[Trainin
     rows = frame[frame["round"] == round_index] if not frame.empty else frame
     out = []
     for r in rows.sort_values(["case_id", "origin"]).itertuples():
-        raw = getattr(r, "annotated_slices", "")
-        slices = "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw)
         organs = tuple(o for o in str(r.annotated_organs).split(",") if o)
-        out.append(TrainingSource(r.case_id, Path(r.label_path), organs, r.origin, tuple(int(k) for k in slices.split(",") if k)))
+        out.append(TrainingSource(r.case_id, Path(r.label_path), organs, r.origin, submitted_slices(r)))
     return out
 
 

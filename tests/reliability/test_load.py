@@ -27,7 +27,7 @@ from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 
 from .conftest import AFFINE, OTHER_AFFINE, REPO, ingest_raw_scans, make_config, make_dataset, phantom_label, sensor_resources, set_yaml_key
-from .test_sensor_restarts import launch, runs_per_key
+from .test_sensor_restarts import campaign, launch, runs_per_key  # noqa: F401 (campaign: a fixture)
 
 N_REVISIONS, N_CONFIRMATIONS, N_DISTINCT_CONFIRMATIONS = 1000, 8000, 200
 
@@ -64,16 +64,8 @@ def _fill_inbox(inbox: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_an_inbox_of_ten_thousand_files_is_scanned_in_one_tick_then_worked_through_in_batches(tmp_path, monkeypatch, figures):
-    root = make_dataset(tmp_path / "Dataset001_Tiny", cases=("c1", "c2"), labelled=("c1",))
-    cfg = make_config(tmp_path, [root])
-    monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))
-    ingest_raw_scans(cfg)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("cases", ["c1", "c2"])
+def test_an_inbox_of_ten_thousand_files_is_scanned_in_one_tick_then_worked_through_in_batches(tmp_path, campaign, figures):
+    cfg, home, _ = campaign
     inbox = tmp_path / "ws" / "inbox"
     expected = _fill_inbox(inbox, tmp_path)
     assert sum(1 for _ in os.scandir(inbox)) == 10_000
