@@ -12,9 +12,11 @@ inputs, and this makes an accidental in-place edit fail loudly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from alqa_core.errors import AlqaInputError
 
 #: Geometry comparisons use this tolerance unless told otherwise.
 GRID_TOLERANCE_MM = 1e-3
@@ -162,7 +164,18 @@ def quantize_probabilities(p: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(p, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
+def require_same_grid(reference: Grid, grid: Grid, what: str, ref_what: str) -> None:
+    """Refuse ``grid`` (of ``what``) unless it matches ``reference`` (of ``ref_what``), naming both."""
+    if not reference.matches(grid):
+        raise AlqaInputError(
+            what,
+            f"grid {tuple(grid.shape)} with affine {np.round(grid.affine, 3).tolist()} differs from "
+            f"{ref_what}'s {tuple(reference.shape)} with affine {np.round(reference.affine, 3).tolist()}",
+        )
+
+
 __all__ = [
+    "require_same_grid",
     "GRID_TOLERANCE_MM",
     "Grid",
     "CTVolume",

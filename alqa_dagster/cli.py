@@ -30,7 +30,7 @@ class Progress:
 
 
 def cmd_init(args) -> int:
-    from alqa_core.config_template import write_template
+    from alqa_core.config.template import write_template
 
     path = write_template(Path(args.path), name=args.name, datasets=tuple(args.dataset) or ("/path/to/Dataset001_Example",))
     print(f"wrote {path}; edit it, then: export ALQA_CAMPAIGN={path.resolve()}")
@@ -46,7 +46,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from alqa_core.submissions import write_submission
+    from alqa_core.annotation.inbox import write_submission
 
     layout = _layout()
     slices = _parse_slices(args.slices)
@@ -77,7 +77,7 @@ def _parse_slices(text: str | None) -> tuple[int, ...]:
 
 
 def cmd_confirm(args) -> int:
-    from alqa_core.submissions import write_submission
+    from alqa_core.annotation.inbox import write_submission
 
     entry = write_submission(_layout().inbox, args.case, args.annotator, None, "confirmed", note=args.note or "")
     print(f"confirmed {args.case} (inbox entry {entry.name})")
@@ -85,16 +85,16 @@ def cmd_confirm(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from alqa_core.status import campaign_status
+    from alqa_core.annotation.status import campaign_status
 
     print(campaign_status(_layout()).render())
     return 0
 
 
 def cmd_grade(args) -> int:
+    from alqa_core.annotation.rounds import current_round
     from alqa_core.catalog import Catalog
-    from alqa_core.qa import QAGrade, import_grades_csv, record_grade
-    from alqa_core.rounds import current_round
+    from alqa_core.qa.grades import QAGrade, import_grades_csv, record_grade
 
     layout = _layout()
     catalog = Catalog(layout.catalog)
@@ -111,8 +111,8 @@ def cmd_grade(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from alqa_core.config import load_campaign
-    from alqa_core.export import export_nnunet
+    from alqa_core.config.campaign import load_campaign
+    from alqa_core.export.nnunet import export_nnunet
 
     result = export_nnunet(_layout(), Path(args.out), load_campaign(os.environ["ALQA_CAMPAIGN"]).organ_table, args.name)
     print(f"exported {len(result.cases)} cases to {result.root} (nnU-Net v2 raw layout, provenance.csv)")
@@ -121,9 +121,8 @@ def cmd_export(args) -> int:
 
 def cmd_simulate(args) -> int:
     from alqa_core.catalog import Catalog
-    from alqa_core.phantoms import CampaignSpec, write_campaign
-    from alqa_core.simulator import run_simulation, simulation_config
-
+    from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
+    from alqa_core.simulator.run import run_simulation, simulation_config
     from alqa_core.workspace import validate_case_id
 
     validate_case_id(args.name)  # the catalog partition: check it before hours of simulation
@@ -151,7 +150,7 @@ def cmd_simulate(args) -> int:
 
 
 def _layout():
-    from alqa_core.config import load_campaign
+    from alqa_core.config.campaign import load_campaign
     from alqa_core.workspace import WorkspaceLayout
 
     path = os.environ.get("ALQA_CAMPAIGN")

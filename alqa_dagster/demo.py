@@ -18,10 +18,10 @@ STEPS = 6
 def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3000, progress=print) -> int:
     import dagster as dg
 
-    from alqa_core.config import load_campaign
-    from alqa_core.config_template import write_template
-    from alqa_core.ingest import index_campaign
-    from alqa_core.phantoms import CampaignSpec, write_campaign
+    from alqa_core.config.campaign import load_campaign
+    from alqa_core.config.template import write_template
+    from alqa_core.ingest.cases import index_campaign
+    from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
     from alqa_dagster.defs.automation import ROUND_ASSETS
     from alqa_dagster.runner import ensure_dagster_home, full_range, materialize, register_cases
 
@@ -59,7 +59,7 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
         progress("ingested every case: raw_scans, original_labels, preprocessed_volumes (one batched run)")
         progress(f"round 0: training {', '.join(a.name for a in cfg.architectures)} (tiny) -> predictions -> attention -> priority -> queue; this takes a few minutes")
         materialize(instance, ROUND_ASSETS, full_range(instance))
-        from alqa_core.status import campaign_status
+        from alqa_core.annotation.status import campaign_status
         from alqa_core.workspace import WorkspaceLayout
 
         status = campaign_status(WorkspaceLayout(cfg.workspace_root))

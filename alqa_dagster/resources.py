@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import dagster as dg
 
 from alqa_core.catalog import Catalog
-from alqa_core.config import CampaignConfig, load_campaign
+from alqa_core.config.campaign import CampaignConfig, load_campaign
 from alqa_core.workspace import WorkspaceLayout
 
 #: The dynamic partitions every per-case asset shares: one per case id.

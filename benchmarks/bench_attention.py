@@ -30,8 +30,10 @@ import time
 import numpy as np
 from scipy.special import entr
 
-from alqa_core.attention import AttentionConfig, clean_mask, compute_attention, ellipsoid_structure
+from alqa_core.attention.cleaning import clean_mask, ellipsoid_structure
+from alqa_core.attention.compute import compute_attention
 from alqa_core.attention.kernel import organ_statistics
+from alqa_core.config.sections import AttentionConfig
 
 SIZES = {
     "small": ((160, 160, 64), (1.5, 1.5, 3.0)),

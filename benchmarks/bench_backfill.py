@@ -23,10 +23,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.config import load_campaign
-from alqa_core.config_template import write_template
-from alqa_core.ingest import index_campaign, ingest_label, ingest_scan, preprocess_scan
-from alqa_core.phantoms import CampaignSpec, write_campaign
+from alqa_core.config.campaign import load_campaign
+from alqa_core.config.template import write_template
+from alqa_core.ingest.cases import index_campaign, ingest_label, ingest_scan, preprocess_scan
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_core.workspace import WorkspaceLayout
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,8 +43,10 @@ from monai.inferers import sliding_window_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alqa_core.inference import InferenceConfig, predict_probabilities, prepare_network  # noqa: E402
-from alqa_core.models import ModelSpec, build_network  # noqa: E402
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import InferenceConfig
+from alqa_core.ensemble.inference import predict_probabilities, prepare_network  # noqa: E402
+from alqa_core.ensemble.networks import build_network  # noqa: E402
 
 TARGET_SPEEDUP = 2.0
 SAME_MATH_MAX_ABS = 1e-4
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         return 2
     torch.manual_seed(0)
     if args.checkpoint:
-        from alqa_core.checkpoint import load_checkpoint
+        from alqa_core.ensemble.checkpoint import load_checkpoint
 
         net = load_checkpoint(args.checkpoint, "cpu").network
         which = f"checkpoint {args.checkpoint}"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alqa_core.phantoms import CampaignSpec, PhantomSpec, generate_case, write_campaign
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
+from alqa_core.phantoms.generate import PhantomSpec, generate_case
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from alqa_core.preprocess import PreprocessConfig, preprocess_ct, preprocess_label, to_original_grid
+
+from alqa_core.config.sections import PreprocessConfig
+from alqa_core.ingest.preprocess import preprocess_ct, preprocess_label, to_original_grid
 from alqa_core.volume import CTVolume, LabelMap
 
 LABEL = Path(__file__).resolve().parents[1].parent / "shared/data/real-ct-dicom/totalsegmentator_v2_labels.nii.gz"

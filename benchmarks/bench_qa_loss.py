@@ -48,15 +48,18 @@ import torch
 from monai.metrics import compute_dice
 from scipy import ndimage, stats
 
-from alqa_core.checkpoint import save_checkpoint
-from alqa_core.models import ModelSpec
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import PreprocessConfig, QALossConfig, QARegressorConfig, TrainConfig
+from alqa_core.ensemble.checkpoint import save_checkpoint
+from alqa_core.ingest.preprocess import preprocess_ct, preprocess_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
-from alqa_core.phantoms import PhantomSpec, generate_case
-from alqa_core.preprocess import PreprocessConfig, preprocess_ct, preprocess_label
-from alqa_core.qa.regressor import QARegressorConfig, build_qa_regressor, save_qa_regressor, score_montages, train_qa_regressor
+from alqa_core.phantoms.generate import PhantomSpec, generate_case
+from alqa_core.qa.regressor import build_qa_regressor, save_qa_regressor, score_montages, train_qa_regressor
 from alqa_core.simulator.oracle import grade_from_dice
-from alqa_core.training import TrainConfig, TrainingCase, one_hot_organs, predict_logits, train
-from alqa_core.training.qa_loss import QALossConfig, UnlabeledCase, build_qa_loss, qa_montage_tensor
+from alqa_core.training.cases import TrainingCase, one_hot_organs
+from alqa_core.training.qa_loss import UnlabeledCase, build_qa_loss, qa_montage_tensor
+from alqa_core.training.trainer import train
+from alqa_core.training.validation import predict_logits
 
 LARGE_ORGANS = ("spleen", "kidney_right", "kidney_left", "liver", "stomach")
 TABLE = OrganTable.from_pairs((DEFAULT_ORGAN_TABLE.value_of(n), n) for n in LARGE_ORGANS)  # --all-organs: the default table

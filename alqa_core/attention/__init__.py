@@ -1,30 +1,25 @@
-"""Attention maps (003 §3.1, Eq. 1-4) and attention size.
+"""Stage 3, attention: maps of where the ensemble is probably wrong (003 §3.1, Eq. 1-4) and their size.
 
-- :mod:`.config`: :class:`AttentionConfig` (thresholds, entropy, cleaning).
-- :mod:`.kernel`: Eq. 1-3 on the stored uint8 values, touching only voxels
-  that can carry attention.
-- :mod:`.cleaning`: erosion then dilation, defined in millimetres.
-- :mod:`.size`: attention size per case, organ and axial slice.
-- :mod:`.compute`: :func:`compute_attention` and
-  :func:`attention_from_predictions`, returning an :class:`AttentionResult`.
+- :mod:`.constants`: the entropy table and integer levels derived from :class:`alqa_core.config.AttentionConfig`;
+- :mod:`.kernel`: Eq. 1-3 on the stored uint8 values, touching only voxels that can carry attention;
+- :mod:`.cleaning`: erosion then dilation, defined in millimetres;
+- :mod:`.size`: attention size per case, organ and axial slice;
+- :mod:`.compute`: :func:`compute_attention` and :func:`attention_from_predictions`;
+- :mod:`.case`: one case's attention in the workspace, and its preview.
 """
 
-from alqa_core.attention.cleaning import clean_mask, clean_voxels, ellipsoid_structure, voxel_cube_structure
-from alqa_core.attention.compute import AttentionResult, attention_from_predictions, compute_attention
-from alqa_core.attention.config import AttentionConfig, entropy_lut
-from alqa_core.attention.size import AttentionRecords, AttentionSize, OrganAttentionSize
+import lazy_loader as lazy
 
-__all__ = [
-    "AttentionConfig",
-    "AttentionRecords",
-    "AttentionResult",
-    "AttentionSize",
-    "OrganAttentionSize",
-    "attention_from_predictions",
-    "clean_mask",
-    "clean_voxels",
-    "compute_attention",
-    "ellipsoid_structure",
-    "entropy_lut",
-    "voxel_cube_structure",
-]
+# The public face: names other packages may use, each loaded from its module on first use
+# (so importing one light module never loads the torch-backed ones beside it).
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "case": ["attention_preview", "case_attention"],
+        "cleaning": ["CONNECTIVITY_26", "clean_mask", "clean_voxels", "ellipsoid_structure", "is_noop", "voxel_cube_structure"],
+        "compute": ["AttentionResult", "attention_from_predictions", "compute_attention"],
+        "constants": ["HIGH_U8", "QuietLevels", "entropy_lut", "quiet_levels", "std_threshold_int"],
+        "kernel": ["CHUNK_WORDS", "DENSE_FRACTION", "OVERLAP_SLICE_VOXELS", "OrganStats", "organ_statistics"],
+        "size": ["AttentionRecords", "AttentionSize", "OrganAttentionSize", "organ_size", "unscored_size"],
+    },
+)

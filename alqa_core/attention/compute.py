@@ -27,9 +27,9 @@ from typing import Collection, Sequence
 import numpy as np
 
 from alqa_core.attention.cleaning import clean_voxels, ellipsoid_structure
-from alqa_core.attention.config import AttentionConfig
 from alqa_core.attention.kernel import OrganStats, organ_statistics
 from alqa_core.attention.size import AttentionSize, organ_size, unscored_size
+from alqa_core.config.sections import AttentionConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.volume import SoftPrediction, spacing_from_affine
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alqa_core.attention.config import AttentionConfig, entropy_lut, quiet_levels, std_threshold_int
+from alqa_core.attention.constants import entropy_lut, quiet_levels, std_threshold_int
+from alqa_core.config.sections import AttentionConfig
 
 #: Words per chunk of pass 1: 16384 words = 128 KiB per (member, organ) row.
 CHUNK_WORDS = 16384

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -45,3 +46,9 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(target: str | Path, text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def copy_atomic(src: Path, dst: Path) -> Path:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst

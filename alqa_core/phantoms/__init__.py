@@ -8,36 +8,20 @@ All of it is deterministic from a seed. Anatomy, HU and hard cases are tables
 (:mod:`~alqa_core.phantoms.anatomy`, :mod:`~alqa_core.phantoms.hard_cases`).
 """
 
-from alqa_core.phantoms.anatomy import PHASES, PLAUSIBLE_VOLUME_ML, TISSUE_HU, tissue_hu
-from alqa_core.phantoms.campaign import (
-    DEFAULT_DATASETS,
-    CampaignLayout,
-    CampaignSpec,
-    CasePlan,
-    CaseRecord,
-    DatasetSpec,
-    plan_campaign,
-    write_campaign,
-)
-from alqa_core.phantoms.generate import PhantomCase, PhantomSpec, generate_case
-from alqa_core.phantoms.hard_cases import HARD_KINDS, HardKind
+import lazy_loader as lazy
 
-__all__ = [
-    "DEFAULT_DATASETS",
-    "HARD_KINDS",
-    "PHASES",
-    "PLAUSIBLE_VOLUME_ML",
-    "TISSUE_HU",
-    "CampaignLayout",
-    "CampaignSpec",
-    "CasePlan",
-    "CaseRecord",
-    "DatasetSpec",
-    "HardKind",
-    "PhantomCase",
-    "PhantomSpec",
-    "generate_case",
-    "plan_campaign",
-    "tissue_hu",
-    "write_campaign",
-]
+# The public face: names other packages may use, each loaded from its module on first use
+# (so importing one light module never loads the torch-backed ones beside it).
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "anatomy": ["BODY_PLAN", "BodyPlan", "FOV_AXIAL_MM", "FOV_SUP_RANGE_MM", "FOV_TOP_SUP_RANGE_MM", "HU_MAX", "HU_MIN", "Lobe", "ORGAN_CORES", "ORGAN_LOBES", "PAINT_ORDER", "PHASES", "PLAUSIBLE_VOLUME_ML", "STOMACH_WALL_MM", "TISSUE_HU", "VESSEL_KNOTS", "VesselKnot", "tissue_hu"],
+        "body": ["TrunkDraw", "body_extent_mm", "paint_trunk"],
+        "campaign": ["CASE_ID_PATTERN", "CampaignLayout", "CampaignSpec", "CasePlan", "CaseRecord", "DEFAULT_DATASETS", "DEFAULT_PHASE_WEIGHTS", "DatasetSpec", "plan_campaign", "write_campaign"],
+        "deform": ["control_shape", "displacement_controls", "random_control", "upsample"],
+        "frame": ["Frame", "build_frame"],
+        "generate": ["PhantomCase", "PhantomSpec", "TISSUES", "TISSUE_ID", "generate_case"],
+        "hard_cases": ["CONTRAST_EXEMPT_TISSUES", "HARD_KINDS", "HardKind", "METAL_PLAN", "MetalPlan", "NO_HARD_KIND", "hard_kind"],
+        "shapes": ["PlacedLobe", "bounding_box_mm", "ellipse2d_distance", "ellipsoid_distance", "place_lobe", "superellipse_inside", "tube_bounding_box_mm", "tube_distance", "union_distance"],
+    },
+)

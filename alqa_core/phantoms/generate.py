@@ -31,27 +31,19 @@ from alqa_core.phantoms.anatomy import (
     HU_MAX,
     HU_MIN,
     ORGAN_CORES,
-    Lobe,
     ORGAN_LOBES,
     PAINT_ORDER,
     PHASES,
     STOMACH_WALL_MM,
     TISSUE_HU,
     VESSEL_KNOTS,
+    Lobe,
 )
 from alqa_core.phantoms.body import TrunkDraw, body_extent_mm, paint_trunk
 from alqa_core.phantoms.deform import control_shape, displacement_controls, random_control, upsample
 from alqa_core.phantoms.frame import Frame, build_frame
 from alqa_core.phantoms.hard_cases import CONTRAST_EXEMPT_TISSUES, HARD_KINDS, METAL_PLAN, HardKind, hard_kind
-from alqa_core.phantoms.shapes import (
-    PlacedLobe,
-    bounding_box_mm,
-    ellipsoid_distance,
-    place_lobe,
-    tube_bounding_box_mm,
-    tube_distance,
-    union_distance,
-)
+from alqa_core.phantoms.shapes import PlacedLobe, bounding_box_mm, ellipsoid_distance, place_lobe, tube_bounding_box_mm, tube_distance, union_distance
 from alqa_core.volume import CTVolume, LabelMap
 
 #: Tissue name -> index in the tissue map (0 is air).

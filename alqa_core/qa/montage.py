@@ -40,12 +40,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image, UnidentifiedImageError
 
+from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
 from alqa_core.render import color_lut
 
-MONTAGE_PX = 1344
-REGRESSOR_PX = 256
 OVERLAY_ALPHA = 0.4
 # Slices blended at a time: bounds the float32 working memory on long scans.
 _CHUNK_SLICES = 16
@@ -239,9 +238,7 @@ def montage_tensor(
 
 
 __all__ = [
-    "MONTAGE_PX",
     "OVERLAY_ALPHA",
-    "REGRESSOR_PX",
     "MontageLayout",
     "downsample",
     "montage_layout",

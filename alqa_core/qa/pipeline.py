@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alqa_core.ensemble import case_pseudo_label, load_preprocessed
+from alqa_core.catalog import Catalog
+from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX, QARegressorConfig
+from alqa_core.ensemble.members import load_preprocessed
+from alqa_core.ensemble.pseudo_labels import case_pseudo_label
+from alqa_core.ingest.preprocess import preprocess_label
 from alqa_core.io.atomic import atomic_write_bytes
 from alqa_core.organs import OrganTable
-from alqa_core.preprocess import preprocess_label
 from alqa_core.qa.grades import latest_grades
-from alqa_core.qa.montage import MONTAGE_PX, REGRESSOR_PX, downsample, montage_png, qa_montage, read_montage_png
-from alqa_core.qa.regressor import QARegressorConfig, QARegressorResult, load_qa_regressor, save_qa_regressor, score_montages, train_qa_regressor
-from alqa_core.catalog import Catalog
+from alqa_core.qa.montage import downsample, montage_png, qa_montage, read_montage_png
+from alqa_core.qa.regressor import QARegressorResult, load_qa_regressor, save_qa_regressor, score_montages, train_qa_regressor
 from alqa_core.workspace import WorkspaceLayout
 
 

@@ -32,64 +32,22 @@ import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from monai.networks.nets import resnet18
 
-from alqa_core.checkpoint import load_payload, plain_data, utc_now_iso
+from alqa_core.config.sections import QARegressorConfig
+from alqa_core.ensemble.checkpoint import load_payload, utc_now_iso
+from alqa_core.ensemble.device import resolve_device, torch_threads
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.atomic import atomic_path
-from alqa_core.training.trainer import _torch_threads, resolve_device
 from alqa_core.workspace import validate_case_id
 
 QA_CHECKPOINT_FORMAT = "alqa-qa-regressor"
 QA_CHECKPOINT_VERSION = 1
 GRADE_MIN, GRADE_MAX = 0.0, 2.0
-
-
-@dataclass(frozen=True)
-class QARegressorConfig:
-    epochs: int = 200
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    val_fraction: float = 0.2
-    #: explicit validation cases; empty: a seeded ``val_fraction`` of the cases
-    val_case_ids: tuple[str, ...] = ()
-    seed: int = 0
-    #: "cpu" (default, deterministic), "auto" (CUDA when available), "cuda", "cuda:1", ...
-    device: str = "cpu"
-    #: torch CPU threads while training (restored after); None: leave torch's setting
-    num_threads: int | None = None
-    input_px: int = 256
-    widen_factor: float = 1.0
-    conv1_stride: int = 2
-    #: keep the weights of the epoch with the lowest validation MSE (001: "epoch 198")
-    keep_best: bool = True
-
-    def __post_init__(self):
-        object.__setattr__(self, "val_case_ids", tuple(self.val_case_ids))
-        for name in ("epochs", "batch_size", "input_px", "conv1_stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AlqaInputError(None, f"QA regressor {name} must be an integer >= 1, got {value!r}")
-        if self.num_threads is not None and (isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1):
-            raise AlqaInputError(None, f"QA regressor num_threads must be None or an integer >= 1, got {self.num_threads!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise AlqaInputError(None, f"QA regressor lr must be > 0, got {self.lr}")
-        if not 0 < self.val_fraction < 1:
-            raise AlqaInputError(None, f"QA regressor val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not (math.isfinite(self.widen_factor) and self.widen_factor > 0):
-            raise AlqaInputError(None, f"QA regressor widen_factor must be > 0, got {self.widen_factor}")
-
-    def to_dict(self) -> dict:
-        return plain_data(asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "QARegressorConfig":
-        return cls(**{**dict(d), "val_case_ids": tuple(d.get("val_case_ids", ()))})
 
 
 @dataclass(frozen=True)
@@ -205,10 +163,10 @@ def train_qa_regressor(
         raise AlqaInputError(None, f"QA regressor: need at least 2 training montages, got {len(train_idx)}")
     baseline = float(((targets[val_idx] - targets[train_idx].mean()) ** 2).mean())
 
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "qa.device")
     history: list[EpochMSE] = []
     fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), _torch_threads(config.num_threads):
+    with torch.random.fork_rng(devices=fork_devices), torch_threads(config.num_threads):
         torch.manual_seed(config.seed)
         network = build_qa_regressor(config)
         with torch.no_grad():  # start from "predict the training mean", the baseline to beat
@@ -325,7 +283,6 @@ def load_qa_regressor(path: str | Path, device: str = "cpu") -> LoadedQARegresso
 __all__ = [
     "EpochMSE",
     "LoadedQARegressor",
-    "QARegressorConfig",
     "QARegressorResult",
     "QA_CHECKPOINT_FORMAT",
     "build_qa_regressor",

@@ -6,42 +6,16 @@
 - :mod:`.run`: :func:`simulation_config` from flat options and :func:`run_simulation` (CLI and Dagster job).
 """
 
-from alqa_core.simulator.loop import ROUND_COLUMNS, VOLUME_QUEUES, SimulationConfig, SimulationProgress, SimulationResult, simulate
-from alqa_core.simulator.oracle import (
-    answer_slices,
-    answer_volume,
-    grade_from_dice,
-    ground_truth_path,
-    hard_case_share,
-    oracle_grade,
-    present_organs,
-    read_manifest,
-)
-from alqa_core.simulator.report import PAIRED_COLUMNS, ReportPaths, compare_strategies, write_report
-from alqa_core.simulator.run import DEFAULT_STRATEGIES, SimulationRun, phantom_root_of, run_simulation, simulation_config
+import lazy_loader as lazy
 
-__all__ = [
-    "DEFAULT_STRATEGIES",
-    "SimulationRun",
-    "phantom_root_of",
-    "run_simulation",
-    "simulation_config",
-    "PAIRED_COLUMNS",
-    "ROUND_COLUMNS",
-    "VOLUME_QUEUES",
-    "ReportPaths",
-    "SimulationConfig",
-    "SimulationProgress",
-    "SimulationResult",
-    "answer_slices",
-    "answer_volume",
-    "compare_strategies",
-    "grade_from_dice",
-    "ground_truth_path",
-    "hard_case_share",
-    "oracle_grade",
-    "present_organs",
-    "read_manifest",
-    "simulate",
-    "write_report",
-]
+# The public face: names other packages may use, each loaded from its module on first use
+# (so importing one light module never loads the torch-backed ones beside it).
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "loop": ["ROUND_COLUMNS", "SimulationConfig", "SimulationProgress", "SimulationResult", "VOLUME_QUEUES", "simulate"],
+        "oracle": ["FAILURE_DICE", "USABLE_DICE", "answer_slices", "answer_volume", "grade_from_dice", "ground_truth_path", "hard_case_share", "oracle_grade", "present_organs", "read_manifest"],
+        "report": ["PAIRED_COLUMNS", "ReportPaths", "compare_strategies", "write_report"],
+        "run": ["DEFAULT_STRATEGIES", "OWNER_MARKER", "SimulationRun", "phantom_root_of", "run_simulation", "simulation_config"],
+    },
+)

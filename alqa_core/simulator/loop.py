@@ -48,32 +48,31 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.attention import AttentionConfig
-from alqa_core.checkpoint import load_checkpoint, save_checkpoint
-from alqa_core.dataset import read_datasets
-from alqa_core.ensemble import case_attention, case_pseudo_label, load_preprocessed, predict_cases
+from alqa_core.annotation.outliers import outlier_queue
+from alqa_core.annotation.priority import CaseAttentionSummary, rank_cases
+from alqa_core.attention.case import case_attention
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import AttentionConfig, InferenceConfig, PreprocessConfig, TrainConfig
+from alqa_core.ensemble.checkpoint import load_checkpoint, save_checkpoint
+from alqa_core.ensemble.inference import binary_entropy, predict_probabilities
+from alqa_core.ensemble.members import load_preprocessed
+from alqa_core.ensemble.predict import predict_cases
+from alqa_core.ensemble.pseudo_labels import case_pseudo_label
 from alqa_core.errors import AlqaInputError
-from alqa_core.inference import InferenceConfig, binary_entropy, predict_probabilities
-from alqa_core.ingest import ingest_label, ingest_scan, preprocess_scan
+from alqa_core.evaluation.attention_eval import evaluate_attention
+from alqa_core.evaluation.segmentation import evaluate_case
+from alqa_core.ingest.cases import ingest_label, ingest_scan, preprocess_scan
+from alqa_core.ingest.dataset import read_datasets
 from alqa_core.io.nifti import read_label
-from alqa_core.metrics import evaluate_attention, evaluate_case
-from alqa_core.models import ModelSpec
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
-from alqa_core.preprocess import PreprocessConfig
-from alqa_core.priority import CaseAttentionSummary, rank_cases
-from alqa_core.qa import outlier_queue
-from alqa_core.simulator.oracle import (
-    answer_slices,
-    answer_volume,
-    ground_truth_path,
-    hard_case_share,
-    oracle_grade,
-    present_organs,
-    read_manifest,
-)
-from alqa_core.strategies import STRATEGIES, EffortModel, Selection, SliceSelection, case_uncertainty, select
-from alqa_core.training import TrainConfig, TrainingCase, train
-from alqa_core.training_set import TrainingSource, load_training_case
+from alqa_core.simulator.oracle import answer_slices, answer_volume, ground_truth_path, hard_case_share, oracle_grade, present_organs, read_manifest
+from alqa_core.strategies.effort_model import EffortModel
+from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection, select
+from alqa_core.strategies.uncertainty import case_uncertainty
+from alqa_core.training.cases import TrainingCase
+from alqa_core.training.data import load_training_case
+from alqa_core.training.trainer import train
+from alqa_core.training.training_set import TrainingSource
 from alqa_core.workspace import WorkspaceLayout
 
 VOLUME_QUEUES = ("attention", "outliers")

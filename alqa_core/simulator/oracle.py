@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from alqa_core.errors import AlqaInputError
-from alqa_core.metrics import evaluate_case
+from alqa_core.evaluation.segmentation import evaluate_case
 from alqa_core.organs import OrganTable
-from alqa_core.strategies import partial_training_case
-from alqa_core.training import TrainingCase
+from alqa_core.strategies.partial import partial_training_case
+from alqa_core.training.cases import TrainingCase
 from alqa_core.volume import LabelMap
 
 #: mean Dice below this: grade 2 (failure)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from alqa_core.catalog import Catalog
+from alqa_core.evaluation.statistics import paired_tests
 from alqa_core.io.atomic import atomic_path, atomic_write_text
-from alqa_core.metrics import paired_tests
 from alqa_core.simulator.loop import SimulationResult
 
 PAIRED_COLUMNS = ("strategy", "baseline", "round", "n", "mean_diff", "t", "p_t", "w", "p_wilcoxon")

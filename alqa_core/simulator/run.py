@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from alqa_core.catalog import Catalog
+from alqa_core.config.sections import InferenceConfig, TrainConfig
 from alqa_core.errors import AlqaInputError
-from alqa_core.inference import InferenceConfig
 from alqa_core.simulator.loop import SimulationConfig, SimulationProgress, SimulationResult, simulate
 from alqa_core.simulator.report import ReportPaths, write_report
-from alqa_core.training import TrainConfig
 
 #: the strategies the issue compares at equal effort
 DEFAULT_STRATEGIES = ("attention", "uss", "outliers", "fg_random")

@@ -8,7 +8,7 @@ foreground-aware random baseline. Each is a pure function
 of the pool's :class:`~alqa_core.strategies.uncertainty.CaseUncertainty`
 records (uncertainty curves, volume uncertainties, slice counts, predicted
 foreground, slices already annotated), a budget in effort units
-(:mod:`alqa_core.strategies.effort`: a case's first slice costs 1, each
+(:mod:`alqa_core.strategies.effort_model`: a case's first slice costs 1, each
 further slice of it 1/3), a seed, and case ids to leave out. Results do not
 depend on the order of ``pool``: cases are handled in ``case_id`` order and
 every random choice comes from ``numpy.random.default_rng(seed)``.
@@ -56,14 +56,7 @@ from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from alqa_core.strategies.effort import (
-    BUDGET_EPS,
-    DEFAULT_EFFORT_MODEL,
-    BudgetFiller,
-    EffortModel,
-    case_effort,
-    effort,
-)
+from alqa_core.strategies.effort_model import BUDGET_EPS, DEFAULT_EFFORT_MODEL, BudgetFiller, EffortModel, case_effort
 from alqa_core.strategies.uncertainty import MIN_PEAK_DISTANCE_SLICES, CaseUncertainty, candidate_slices
 
 #: nnActive ``random-label``: one of {all, seg, border} uniformly -> 2/3 foreground-centred draws.
@@ -135,6 +128,20 @@ def _eligible(pool: Sequence[CaseUncertainty], exclude_cases: Collection[str]) -
     excluded = set(exclude_cases)
     cases = [c for c in pool if c.case_id not in excluded and len(c.annotated_slices) < c.n_slices]
     return sorted(cases, key=lambda c: c.case_id)
+
+
+def effort(
+    selection: Selection,
+    model: EffortModel = DEFAULT_EFFORT_MODEL,
+    foreground: Mapping[str, np.ndarray] | None = None,
+) -> float:
+    """Effort of a selection in slice units: the sum of :func:`case_effort` over its cases.
+
+    ``foreground``: case_id -> bool (n_slices,) "slice has foreground", used
+    only when ``model.empty_slice`` is a number (004's second assumption).
+    """
+    fg = foreground or {}
+    return float(sum(case_effort(item.slices, model, fg.get(item.case_id)) for item in selection.items))
 
 
 def _foreground_map(cases: Sequence[CaseUncertainty], model: EffortModel) -> dict[str, np.ndarray]:
@@ -372,6 +379,7 @@ def select(
 
 
 __all__ = [
+    "effort",
     "NNACTIVE_FOREGROUND_SHARE",
     "STRATEGIES",
     "Selection",

@@ -1,68 +1,33 @@
-"""Training on partial labels: masked loss, patch sampling, early stopping, the train loop."""
+"""Stage 5, training: the round's training set, training on partial labels, fine-tuning.
 
-from alqa_core.training.cases import TrainingCase, one_hot_organs
-from alqa_core.training.early_stopping import EarlyStopping, best_epoch, should_stop
-from alqa_core.training.losses import masked_dice_bce_loss, masked_soft_dice_per_organ
-from alqa_core.training.sampling import Batch, Patch, PatchSampler, prepare_case, sample_patch
-from alqa_core.training.trainer import (
-    LR_FINE_TUNE,
-    LR_FROM_SCRATCH,
-    EpochFinished,
-    EpochRecord,
-    ExtraLoss,
-    ProgressEvent,
-    TrainConfig,
-    TrainingFinished,
-    TrainingStarted,
-    TrainResult,
-    train,
+- :mod:`.training_set`: which label teaches which organs of which case; the manifest; the hold-out;
+- :mod:`.data`: training items on the preprocessed grid;
+- :mod:`.cases`: the training item (image, partial label, annotated organs and voxels);
+- :mod:`.losses`: masked Dice + BCE (w=0 where nothing is annotated) (torch);
+- :mod:`.sampling`: foreground-favouring patches (torch);
+- :mod:`.early_stopping`: stop when validation Dice gains < 0.001 in 10 epochs (000);
+- :mod:`.validation`: per-organ Dice on whole volumes (torch);
+- :mod:`.trainer`: train or fine-tune one network (torch);
+- :mod:`.qa_loss`: the optional QA-regressor loss on unlabeled cases (001) (torch);
+- :mod:`.fit`: one checkpoint per architecture for a round.
+"""
+
+import lazy_loader as lazy
+
+# The public face: names other packages may use, each loaded from its module on first use
+# (so importing one light module never loads the torch-backed ones beside it).
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "cases": ["TrainingCase", "one_hot_organs"],
+        "data": ["annotated_voxels_of", "load_training_case", "load_training_cases"],
+        "early_stopping": ["EarlyStopping", "best_epoch", "running_best", "should_stop"],
+        "fit": ["CheckpointSummary", "qa_loss_term", "train_architecture"],
+        "losses": ["SMOOTH_DR", "SMOOTH_NR", "masked_dice_bce_loss", "masked_soft_dice_per_organ", "voxel_weights"],
+        "qa_loss": ["QALossTerm", "UnlabeledCase", "build_qa_loss", "montage_slice_indices", "qa_montage_tensor"],
+        "sampling": ["Batch", "PaddedCase", "Patch", "PatchSampler", "collate", "crop_start", "prepare_case", "sample_patch"],
+        "trainer": ["EpochFinished", "EpochRecord", "ExtraLoss", "ProgressEvent", "TrainResult", "TrainingFinished", "TrainingStarted", "check_parent_matches", "resolve_amp", "split_cases", "train"],
+        "training_set": ["TrainingSource", "fingerprint", "holdout_cases", "is_holdout", "manifest", "next_round_index", "select_sources", "sources_from_manifest", "training_set_fingerprint"],
+        "validation": ["case_dice", "mean_dice", "predict_logits", "validation_dice"],
+    },
 )
-from alqa_core.training.validation import case_dice, mean_dice, predict_logits, validation_dice
-
-# The QA loss (training.qa_loss) needs alqa_core.qa, and alqa_core.qa.regressor
-# imports training.trainer: importing it here eagerly would make
-# ``import alqa_core.qa`` circular. Its names are resolved on first use (PEP 562).
-_QA_LOSS_NAMES = ("QALossConfig", "QALossTerm", "UnlabeledCase", "build_qa_loss")
-
-
-def __getattr__(name: str):
-    if name in _QA_LOSS_NAMES:
-        from alqa_core.training import qa_loss
-
-        return getattr(qa_loss, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "LR_FINE_TUNE",
-    "LR_FROM_SCRATCH",
-    "Batch",
-    "EarlyStopping",
-    "EpochFinished",
-    "EpochRecord",
-    "ExtraLoss",
-    "Patch",
-    "PatchSampler",
-    "ProgressEvent",
-    "QALossConfig",
-    "QALossTerm",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingCase",
-    "TrainingFinished",
-    "TrainingStarted",
-    "UnlabeledCase",
-    "best_epoch",
-    "build_qa_loss",
-    "case_dice",
-    "masked_dice_bce_loss",
-    "masked_soft_dice_per_organ",
-    "mean_dice",
-    "one_hot_organs",
-    "predict_logits",
-    "prepare_case",
-    "sample_patch",
-    "should_stop",
-    "train",
-    "validation_dice",
-]

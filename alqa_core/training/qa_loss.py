@@ -37,7 +37,6 @@ evenly spaced axial slices when the regressor was trained on such montages.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,66 +45,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX, QALossConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
-from alqa_core.qa.montage import MONTAGE_PX, REGRESSOR_PX, montage_tensor
+from alqa_core.qa.montage import montage_tensor
 from alqa_core.qa.regressor import GRADE_MIN, freeze_regressor, load_qa_regressor, qa_loss
 from alqa_core.workspace import validate_case_id
-
-PENALTIES = ("mse", "grade")
-
-
-@dataclass(frozen=True)
-class QALossConfig:
-    #: weight of the QA term; 0 turns the mode off (training is then exactly the supervised run)
-    weight: float = 0.0
-    #: a QA regressor checkpoint (:func:`alqa_core.qa.save_qa_regressor`) or a network taking
-    #: (B, 3, montage_px, montage_px) in [0, 1]; it is copied and frozen, never trained
-    regressor: Path | torch.nn.Module | None = None
-    #: which of the given unlabeled cases to use; empty: all of them
-    case_ids: tuple[str, ...] = ()
-    #: unlabeled cases drawn per training step
-    cases_per_step: int = 1
-    #: add the term on every n-th step only (steps n-1, 2n-1, ...; cost control); 1: every step
-    every_n_steps: int = 1
-    #: None: every axial slice (as :func:`alqa_core.qa.qa_montage`); N: N evenly spaced slices
-    montage_slices: int | None = None
-    #: montage edge fed to the regressor; None: the checkpoint's ``input_px`` (256 for a bare network)
-    montage_px: int | None = None
-    #: intermediate montage size (as ``downsample(qa_montage(..., 1344))``); None resizes once
-    via_px: int | None = MONTAGE_PX
-    #: "mse": weight * g**2 (001's MSEL, target 0 = success); "grade": weight * relu(g)
-    penalty: str = "mse"
-    #: volumes are zero-padded to a multiple of this before the forward (32 suits every registry arch)
-    pad_to_multiple: int = 32
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "case_ids", tuple(str(c) for c in self.case_ids))
-        if self.regressor is not None and not isinstance(self.regressor, torch.nn.Module):
-            object.__setattr__(self, "regressor", Path(self.regressor))
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
-            raise AlqaInputError(None, f"qa_loss weight must be a number >= 0, got {self.weight!r}")
-        for name in ("cases_per_step", "every_n_steps", "pad_to_multiple"):
-            _check_positive_int(name, getattr(self, name))
-        for name in ("montage_slices", "montage_px", "via_px"):
-            if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
-        if self.penalty not in PENALTIES:
-            raise AlqaInputError(None, f"qa_loss penalty must be one of {PENALTIES}, got {self.penalty!r}")
-        if self.weight > 0 and self.regressor is None:
-            raise AlqaInputError(None, "qa_loss weight > 0 needs a regressor (checkpoint path or network)")
-        for c in self.case_ids:
-            validate_case_id(c)
-
-    @property
-    def enabled(self) -> bool:
-        return self.weight > 0
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise AlqaInputError(None, f"qa_loss {name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,8 +214,6 @@ def build_qa_loss(config: QALossConfig, unlabeled: Sequence[UnlabeledCase], tabl
 
 
 __all__ = [
-    "PENALTIES",
-    "QALossConfig",
     "QALossTerm",
     "UnlabeledCase",
     "build_qa_loss",

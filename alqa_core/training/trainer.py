@@ -20,93 +20,30 @@ loss. Without one, the loop runs exactly the operations it always did.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 import torch
 
-from alqa_core.checkpoint import (
-    CheckpointMeta,
-    Lineage,
-    plain_data,
-    checkpoint_sha256,
-    load_checkpoint,
-    training_set_fingerprint,
-)
+from alqa_core.config.build import plain_data
+from alqa_core.config.models import DIVISIBILITY, ModelSpec
+from alqa_core.config.sections import TrainConfig
+from alqa_core.ensemble.checkpoint import CheckpointMeta, Lineage, checkpoint_sha256, load_checkpoint
+from alqa_core.ensemble.device import resolve_device, torch_threads
+from alqa_core.ensemble.networks import build_network
 from alqa_core.errors import AlqaInputError
-from alqa_core.models import DIVISIBILITY, ModelSpec, build_network
 from alqa_core.organs import OrganTable
 from alqa_core.training.cases import TrainingCase
 from alqa_core.training.early_stopping import EarlyStopping
 from alqa_core.training.losses import masked_dice_bce_loss
 from alqa_core.training.sampling import PatchSampler
+from alqa_core.training.training_set import training_set_fingerprint
 from alqa_core.training.validation import mean_dice, validation_dice
-
-LR_FROM_SCRATCH = 1e-3
-#: Transfer learning rate of 000_3a3cb93e44d13ddd.txt §2.2.2.
-LR_FINE_TUNE = 1e-4
-LR_SCHEDULES = ("constant", "poly")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    patch_size_vox: tuple[int, int, int] = (64, 64, 64)
-    batch_size: int = 2
-    max_epochs: int = 200
-    iterations_per_epoch: int = 100
-    #: None: 1e-3 from scratch, 1e-4 when fine-tuning from a parent
-    lr: float | None = None
-    weight_decay: float = 1e-5
-    #: "constant" (the papers' fixed lr) or "poly" (nnU-Net: lr * (1 - epoch / max_epochs) ** 0.9)
-    lr_schedule: str = "constant"
-    #: share of cases held out for validation (ignored when val_case_ids is given)
-    val_fraction: float = 0.2
-    val_case_ids: tuple[str, ...] | None = None
-    min_delta: float = 0.001
-    patience: int = 10
-    fg_prob: float = 0.67
-    seed: int = 0
-    #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    device: str = "auto"
-    #: "auto" = on for CUDA; AMP is CUDA only
-    amp: bool | str = "auto"
-    #: None = torch's default
-    num_threads: int | None = None
-    sw_batch_size: int = 2
-    sw_overlap: float = 0.25
-
-    def __post_init__(self):
-        object.__setattr__(self, "patch_size_vox", tuple(int(p) for p in self.patch_size_vox))
-        if self.val_case_ids is not None:
-            object.__setattr__(self, "val_case_ids", tuple(str(c) for c in self.val_case_ids))
-        if len(self.patch_size_vox) != 3 or min(self.patch_size_vox) < 1:
-            raise ValueError(f"patch_size_vox must be 3 positive integers, got {self.patch_size_vox}")
-        for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience", "sw_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.fg_prob <= 1.0:
-            raise ValueError(f"fg_prob must be in [0, 1], got {self.fg_prob}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.amp not in (True, False, "auto"):
-            raise ValueError(f"amp must be true, false or 'auto', got {self.amp!r}")
-
-    def resolved_lr(self, fine_tune: bool) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return LR_FINE_TUNE if fine_tune else LR_FROM_SCRATCH
-
-    def to_dict(self) -> dict:
-        return plain_data(dataclasses.asdict(self))
-
 
 # ---------------------------------------------------------------- events
 
@@ -184,15 +121,6 @@ class TrainResult:
 # ---------------------------------------------------------------- helpers
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlqaInputError(None, f"training.device={name!r} but CUDA is not available")
-    return device
-
-
 def resolve_amp(amp: bool | str, device: torch.device) -> bool:
     if amp == "auto":
         return device.type == "cuda"
@@ -235,19 +163,6 @@ def check_parent_matches(parent: Path, meta: CheckpointMeta, spec: ModelSpec, ta
         raise AlqaInputError(parent, f"parent organ table {meta.organ_table.names} differs from {table.names}")
     if not np.allclose(meta.spacing_mm, spacing_mm, atol=1e-6):
         raise AlqaInputError(parent, f"parent spacing {meta.spacing_mm} mm differs from {tuple(spacing_mm)} mm")
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _cpu_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -340,7 +255,7 @@ def train(
         raise AlqaInputError(
             None, f"validation cases {[c.case_id for c in val_cases]} contain no voxel of an organ they annotate; early stopping needs one"
         )
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "training.device")
     amp = resolve_amp(config.amp, device)
     fine_tune = parent is not None
     lr = config.resolved_lr(fine_tune)
@@ -353,7 +268,7 @@ def train(
     fingerprint = training_set_sha256 or training_set_fingerprint((c.case_id, c.content_sha256()) for c in cases)
 
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), _torch_threads(config.num_threads):
+    with torch.random.fork_rng(devices=fork_devices), torch_threads(config.num_threads):
         torch.manual_seed(config.seed)
         network = build_network(spec)
         if fine_tune:
@@ -430,19 +345,15 @@ def train(
 
 
 __all__ = [
-    "LR_FINE_TUNE",
-    "LR_FROM_SCRATCH",
     "EpochFinished",
     "EpochRecord",
     "ExtraLoss",
     "ProgressEvent",
-    "TrainConfig",
     "TrainResult",
     "TrainingFinished",
     "TrainingStarted",
     "check_parent_matches",
     "resolve_amp",
-    "resolve_device",
     "split_cases",
     "train",
 ]

@@ -5,17 +5,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from alqa_core.annotation import (
-    priority_from_attention,
-    submission_efforts,
-    queue_for_round,
-    reassemble_case,
-    revisions_of,
-    write_packages,
-    write_revised_label,
-)
-from alqa_core.qa import latest_grades
-from alqa_core.rounds import accepted_submissions, current_round
+from alqa_core.annotation.effort import submission_efforts
+from alqa_core.annotation.queue import priority_from_attention, queue_for_round, write_packages
+from alqa_core.annotation.reassembly import reassemble_case
+from alqa_core.annotation.revisions import revisions_of, write_revised_label
+from alqa_core.annotation.rounds import accepted_submissions, current_round
+from alqa_core.qa.grades import latest_grades
 from alqa_dagster.defs.ingest import CASE_BATCHES
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions

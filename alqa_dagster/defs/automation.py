@@ -5,9 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.ingest import index_campaign
-from alqa_core.intake import process_inbox
-from alqa_core.rounds import accepted_submissions, awaiting_reassembly, current_round, round_state
+from alqa_core.annotation.intake import process_inbox
+from alqa_core.annotation.rounds import accepted_submissions, awaiting_reassembly, current_round, round_state
+from alqa_core.ingest.cases import index_campaign
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from alqa_core.annotation.rounds import round_state
 from alqa_core.checks import grid_mismatches, unknown_label_values
-from alqa_core.rounds import round_state
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
 
 

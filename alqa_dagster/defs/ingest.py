@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from alqa_core.ingest import index_campaign, ingest_label, ingest_scan, preprocess_scan, scan_preview
+from alqa_core.ingest.cases import index_campaign, ingest_label, ingest_scan, preprocess_scan, scan_preview
 from alqa_dagster.metadata import numbers, png_markdown
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
 

@@ -6,17 +6,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from alqa_core.rounds import revised_slices, reviewed_cases, round_state
-from alqa_core.training_set import (
-    fingerprint,
-    load_training_cases,
-    manifest,
-    next_round_index,
-    qa_loss_term,
-    select_sources,
-    sources_from_manifest,
-    train_architecture,
-)
+from alqa_core.annotation.rounds import reviewed_cases, revised_slices, round_state
+from alqa_core.training.data import load_training_cases
+from alqa_core.training.fit import qa_loss_term, train_architecture
+from alqa_core.training.training_set import fingerprint, manifest, next_round_index, select_sources, sources_from_manifest
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
 

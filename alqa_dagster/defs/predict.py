@@ -6,9 +6,11 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from alqa_core.ensemble import attention_preview, case_attention, case_pseudo_label, predict_cases
-from alqa_core.ingest import index_campaign
-from alqa_core.rounds import current_round
+from alqa_core.annotation.rounds import current_round
+from alqa_core.attention.case import attention_preview, case_attention
+from alqa_core.ensemble.predict import predict_cases
+from alqa_core.ensemble.pseudo_labels import case_pseudo_label
+from alqa_core.ingest.cases import index_campaign
 from alqa_dagster.defs.ingest import CASE_BATCHES
 from alqa_dagster.defs.models import GPU_TAGS, model_checkpoints
 from alqa_dagster.metadata import numbers, png_markdown

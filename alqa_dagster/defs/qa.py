@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
+from alqa_core.annotation.rounds import current_round
 from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades, write_case_montages
-from alqa_core.rounds import current_round
 from alqa_dagster.defs.ingest import CASE_BATCHES
 from alqa_dagster.defs.models import GPU_TAGS
 from alqa_dagster.metadata import numbers, png_markdown, table

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from alqa_core.simulator import DEFAULT_STRATEGIES, phantom_root_of, run_simulation, simulation_config
+from alqa_core.simulator.run import DEFAULT_STRATEGIES, phantom_root_of, run_simulation, simulation_config
 from alqa_dagster.defs.models import GPU_TAGS
 from alqa_dagster.metadata import numbers, png_markdown, table
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource

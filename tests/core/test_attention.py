@@ -9,17 +9,11 @@ import pytest
 from scipy import ndimage
 from scipy.special import entr
 
-from alqa_core.attention import (
-    AttentionConfig,
-    attention_from_predictions,
-    clean_mask,
-    clean_voxels,
-    compute_attention,
-    ellipsoid_structure,
-    entropy_lut,
-    voxel_cube_structure,
-)
 from alqa_core.attention import kernel
+from alqa_core.attention.cleaning import clean_mask, clean_voxels, ellipsoid_structure, voxel_cube_structure
+from alqa_core.attention.compute import attention_from_predictions, compute_attention
+from alqa_core.attention.constants import entropy_lut
+from alqa_core.config.sections import AttentionConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_soft_prediction, write_soft_prediction
 from alqa_core.volume import SoftPrediction

@@ -10,7 +10,6 @@ import pytest
 
 from alqa_core.catalog import Catalog
 
-
 WRITER = """
 import sys
 import pandas as pd

@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from alqa_core.checkpoint import (
-    CheckpointMeta,
-    Lineage,
-    checkpoint_sha256,
-    load_checkpoint,
-    save_checkpoint,
-    training_set_fingerprint,
-)
+from alqa_core.config.models import ModelSpec
+from alqa_core.ensemble.checkpoint import CheckpointMeta, Lineage, checkpoint_sha256, load_checkpoint, save_checkpoint
+from alqa_core.ensemble.networks import build_network
 from alqa_core.errors import AlqaInputError
-from alqa_core.models import ModelSpec, build_network
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
+from alqa_core.training.training_set import training_set_fingerprint
 
 
 def _meta(spec: ModelSpec, table: OrganTable = DEFAULT_ORGAN_TABLE, parent=None, round_index=0) -> CheckpointMeta:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alqa_core.config import load_campaign
-from alqa_core.config_template import render_template, write_template
+from alqa_core.config.campaign import load_campaign
+from alqa_core.config.template import render_template, write_template
 from alqa_core.errors import AlqaInputError
 
 

@@ -11,19 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from alqa_core.dataset import (
-    load_case_image,
-    load_case_label,
-    load_case_label_report,
-    read_dataset,
-    read_datasets,
-    read_prediction_folder,
-    validate_case_id,
-)
+from alqa_core.ensemble.external import ExternalPrediction, read_external_prediction
 from alqa_core.errors import AlqaInputError
-from alqa_core.external import ExternalPrediction, read_external_prediction
+from alqa_core.ingest.case_files import load_case_image, load_case_label, load_case_label_report
+from alqa_core.ingest.dataset import read_dataset, read_datasets, read_prediction_folder
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, class_map_from_labels, class_map_preset
 from alqa_core.volume import Grid
+from alqa_core.workspace import validate_case_id
 
 SHAPE = (6, 5, 4)
 AFFINE = np.array([[1.5, 0, 0, -4.0], [0, 1.5, 0, 2.0], [0, 0, 3.0, 10.0], [0, 0, 0, 1]])

@@ -8,17 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alqa_core.annotation.effort import EFFORT_COLUMNS, effort_records, organ_corrections, submission_effort
+from alqa_core.annotation.effort_summary import round_savings, summarize_effort
 from alqa_core.catalog import Catalog
-from alqa_core.effort import (
-    EFFORT_COLUMNS,
-    effort_records,
-    organ_corrections,
-    round_savings,
-    submission_effort,
-    summarize_effort,
-)
 from alqa_core.errors import AlqaInputError
-from alqa_core.metrics import mask_metrics
+from alqa_core.evaluation.segmentation import mask_metrics
 from alqa_core.organs import OrganTable
 from alqa_core.volume import LabelMap
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alqa_core.ensemble.external import ExternalPrediction, external_soft_prediction, read_external_prediction
 from alqa_core.errors import AlqaInputError
-from alqa_core.external import ExternalPrediction, external_soft_prediction, read_external_prediction
 from alqa_core.io.nifti import write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, ClassMap, class_map_preset
 from alqa_core.volume import Grid, quantize_probabilities

@@ -9,21 +9,15 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from alqa_core import inference
-from alqa_core.checkpoint import CheckpointMeta, Lineage, save_checkpoint
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import InferenceConfig, PreprocessConfig
+from alqa_core.ensemble import inference
+from alqa_core.ensemble.checkpoint import CheckpointMeta, Lineage, save_checkpoint
+from alqa_core.ensemble.inference import effective_roi, mc_dropout_predict, predict_batch, predict_batch_from_checkpoints, predict_probabilities, prepare_network
+from alqa_core.ensemble.networks import build_network
 from alqa_core.errors import AlqaInputError
-from alqa_core.inference import (
-    InferenceConfig,
-    effective_roi,
-    mc_dropout_predict,
-    predict_batch,
-    predict_batch_from_checkpoints,
-    predict_probabilities,
-    prepare_network,
-)
-from alqa_core.models import ModelSpec, build_network
+from alqa_core.ingest.preprocess import preprocess_ct
 from alqa_core.organs import OrganTable
-from alqa_core.preprocess import PreprocessConfig, preprocess_ct
 from alqa_core.volume import CTVolume, quantize_probabilities
 
 CFG = InferenceConfig(roi_size_vox=(32, 32, 32), sw_batch_size=2, roi_divisible_by=16, device="cpu")

@@ -16,18 +16,9 @@ from monai.metrics import (
 from scipy import stats
 
 from alqa_core.errors import AlqaInputError
-from alqa_core.metrics import (
-    AttentionScore,
-    describe,
-    error_region,
-    evaluate_attention,
-    evaluate_case,
-    mask_metrics,
-    paired_tests,
-    score_attention,
-    summarize,
-    to_records,
-)
+from alqa_core.evaluation.attention_eval import AttentionScore, error_region, evaluate_attention, score_attention
+from alqa_core.evaluation.segmentation import evaluate_case, mask_metrics, to_records
+from alqa_core.evaluation.statistics import describe, paired_tests, summarize
 from alqa_core.organs import DEFAULT_ORGAN_TABLE
 from alqa_core.volume import LabelMap
 

@@ -9,17 +9,7 @@ import numpy as np
 import pytest
 
 from alqa_core.errors import AlqaInputError
-from alqa_core.io.nifti import (
-    read_ct,
-    read_grid,
-    read_label,
-    read_nifti_array,
-    read_soft_prediction,
-    write_ct,
-    write_label,
-    write_nifti,
-    write_soft_prediction,
-)
+from alqa_core.io.nifti import read_ct, read_grid, read_label, read_nifti_array, read_soft_prediction, write_ct, write_label, write_nifti, write_soft_prediction
 from alqa_core.volume import CTVolume, LabelMap, SoftPrediction
 
 AFFINE = np.array([[-0.75, 0, 0, 12.5], [0, 0.75, 0, -40.25], [0, 0, 2.5, -300.0], [0, 0, 0, 1]])

@@ -5,15 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation import revisions_of, submission_efforts
+from alqa_core.annotation.effort import submission_efforts
+from alqa_core.annotation.inbox import scan_inbox, write_submission
+from alqa_core.annotation.revisions import revisions_of
+from alqa_core.annotation.rounds import revised_slices
+from alqa_core.annotation.validation import validate_entry
 from alqa_core.catalog import Catalog
-from alqa_core.ingest import preprocess_scan
+from alqa_core.config.sections import PreprocessConfig
+from alqa_core.ingest.cases import preprocess_scan
 from alqa_core.io.nifti import write_ct, write_label, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.preprocess import PreprocessConfig
-from alqa_core.rounds import revised_slices
-from alqa_core.submissions import scan_inbox, validate_entry, write_submission
-from alqa_core.training_set import load_training_case, select_sources
+from alqa_core.training.data import load_training_case
+from alqa_core.training.training_set import select_sources
 from alqa_core.volume import CTVolume, Grid, LabelMap
 from alqa_core.workspace import WorkspaceLayout
 
@@ -136,7 +139,7 @@ def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path
     # every masked voxel of the preprocessed (reoriented) grid lies on original slice 3 or 7, and both slices are covered
     import json
 
-    from alqa_core.preprocess import GridRecord
+    from alqa_core.ingest.preprocess import GridRecord
 
     record = GridRecord.from_dict(json.loads(layout.grid_record("c1").read_text()))
     ijk = np.argwhere(mask)
@@ -150,7 +153,8 @@ def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path
 
 
 def test_a_scan_and_its_slice_level_item_stay_on_one_side_of_the_validation_split():
-    from alqa_core.training import TrainConfig, TrainingCase
+    from alqa_core.config.sections import TrainConfig
+    from alqa_core.training.cases import TrainingCase
     from alqa_core.training.trainer import split_cases
 
     def item(case_id):
@@ -169,8 +173,8 @@ def test_a_scan_and_its_slice_level_item_stay_on_one_side_of_the_validation_spli
 
 
 def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplicate(tmp_path):
-    from alqa_core.config import SubmissionConfig
-    from alqa_core.intake import process_inbox
+    from alqa_core.annotation.intake import process_inbox
+    from alqa_core.config.campaign import SubmissionConfig
 
     layout = _workspace(tmp_path)
     catalog = Catalog(layout.catalog)
@@ -190,8 +194,8 @@ def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplic
 def test_entries_waiting_for_their_ingest_take_no_batch_slot(tmp_path):
     import time
 
-    from alqa_core.config import SubmissionConfig
-    from alqa_core.intake import process_inbox
+    from alqa_core.annotation.intake import process_inbox
+    from alqa_core.config.campaign import SubmissionConfig
 
     layout = _workspace(tmp_path)
     catalog = Catalog(layout.catalog)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from functools import lru_cache
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -15,19 +14,10 @@ from scipy import ndimage
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_ct, read_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as TABLE
-from alqa_core.phantoms import (
-    HARD_KINDS,
-    PHASES,
-    PLAUSIBLE_VOLUME_ML,
-    CampaignSpec,
-    DatasetSpec,
-    PhantomSpec,
-    generate_case,
-    plan_campaign,
-    tissue_hu,
-    write_campaign,
-)
-from alqa_core.phantoms.campaign import CASE_ID_PATTERN
+from alqa_core.phantoms.anatomy import PHASES, PLAUSIBLE_VOLUME_ML, tissue_hu
+from alqa_core.phantoms.campaign import CASE_ID_PATTERN, CampaignSpec, DatasetSpec, plan_campaign, write_campaign
+from alqa_core.phantoms.generate import PhantomSpec, generate_case
+from alqa_core.phantoms.hard_cases import HARD_KINDS
 
 SPACING = (4.0, 4.0, 4.0)
 

@@ -8,14 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from alqa_core.config.sections import PreprocessConfig
 from alqa_core.errors import AlqaInputError
-from alqa_core.preprocess import (
-    GridRecord,
-    PreprocessConfig,
-    preprocess_ct,
-    preprocess_label,
-    to_original_grid,
-)
+from alqa_core.ingest.preprocess import GridRecord, preprocess_ct, preprocess_label, to_original_grid
 from alqa_core.volume import CTVolume, Grid, LabelMap, quantize_probabilities
 
 BODY_HU, AIR_HU = 40.0, -1000.0

@@ -8,19 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alqa_core.attention import compute_attention
+from alqa_core.annotation.inbox import SubmissionMeta
+from alqa_core.annotation.priority import CaseAttentionSummary, OrganAttention, queue_budget, rank_cases, select_queue, stop_rule, summaries_from_records
+from alqa_core.attention.compute import compute_attention
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
-from alqa_core.priority import (
-    CaseAttentionSummary,
-    OrganAttention,
-    queue_budget,
-    rank_cases,
-    select_queue,
-    stop_rule,
-    summaries_from_records,
-)
-from alqa_core.submissions import SubmissionMeta
 
 
 def _case(case_id, dataset="d", **organs):

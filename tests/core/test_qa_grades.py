@@ -7,11 +7,11 @@ import math
 import pandas as pd
 import pytest
 
+from alqa_core.annotation.outliers import outlier_queue, predicted_failures
+from alqa_core.annotation.priority import CaseAttentionSummary, OrganAttention, rank_cases
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
-from alqa_core.priority import CaseAttentionSummary, OrganAttention, rank_cases
 from alqa_core.qa.grades import QAGrade, import_grades_csv, latest_grades, record_grade
-from alqa_core.qa.outliers import outlier_queue, predicted_failures
 
 T1 = "2024-05-01T10:00:00+00:00"
 T2 = "2024-05-01T12:00:00+02:00"  # = 10:00 UTC, the same instant as T1

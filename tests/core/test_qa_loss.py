@@ -8,21 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from alqa_core.checkpoint import CheckpointMeta, Lineage, save_checkpoint
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import QALossConfig, QARegressorConfig, TrainConfig
+from alqa_core.ensemble.checkpoint import CheckpointMeta, Lineage, save_checkpoint
+from alqa_core.ensemble.networks import build_network
 from alqa_core.errors import AlqaInputError
-from alqa_core.models import ModelSpec, build_network
 from alqa_core.organs import OrganTable
 from alqa_core.qa.montage import downsample, qa_montage
-from alqa_core.qa.regressor import QARegressorConfig, build_qa_regressor, save_qa_regressor, train_qa_regressor
-from alqa_core.training import PatchSampler, TrainConfig, TrainingCase, masked_dice_bce_loss, train
-from alqa_core.training.qa_loss import (
-    QALossConfig,
-    QALossTerm,
-    UnlabeledCase,
-    build_qa_loss,
-    montage_slice_indices,
-    qa_montage_tensor,
-)
+from alqa_core.qa.regressor import build_qa_regressor, save_qa_regressor, train_qa_regressor
+from alqa_core.training.cases import TrainingCase
+from alqa_core.training.losses import masked_dice_bce_loss
+from alqa_core.training.qa_loss import QALossTerm, UnlabeledCase, build_qa_loss, montage_slice_indices, qa_montage_tensor
+from alqa_core.training.sampling import PatchSampler
+from alqa_core.training.trainer import train
 
 TABLE = OrganTable.from_pairs([(1, "spleen"), (2, "kidney_right"), (5, "liver")])
 SPEC = ModelSpec("unet", "tiny", len(TABLE))
@@ -275,7 +273,8 @@ def test_campaign_wiring_draws_the_cases_outside_the_training_set(tmp_path, regr
     import pandas as pd
 
     from alqa_core.io.nifti import write_nifti
-    from alqa_core.training_set import TrainingSource, is_holdout, qa_loss_term
+    from alqa_core.training.fit import qa_loss_term
+    from alqa_core.training.training_set import TrainingSource, is_holdout
     from alqa_core.workspace import WorkspaceLayout
 
     layout = WorkspaceLayout(tmp_path / "ws")

@@ -10,14 +10,7 @@ import torch
 
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as TABLE
-from alqa_core.qa.montage import (
-    downsample,
-    montage_layout,
-    montage_png,
-    montage_tensor,
-    qa_montage,
-    read_montage_png,
-)
+from alqa_core.qa.montage import downsample, montage_layout, montage_png, montage_tensor, qa_montage, read_montage_png
 from alqa_core.render import color_lut
 
 

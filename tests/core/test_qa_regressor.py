@@ -6,20 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from alqa_core.config.sections import QARegressorConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as TABLE
 from alqa_core.qa.montage import downsample, montage_tensor, qa_montage
-from alqa_core.qa.regressor import (
-    QARegressorConfig,
-    build_qa_regressor,
-    freeze_regressor,
-    load_qa_regressor,
-    qa_loss,
-    save_qa_regressor,
-    score_montages,
-    split_by_case,
-    train_qa_regressor,
-)
+from alqa_core.qa.regressor import build_qa_regressor, freeze_regressor, load_qa_regressor, qa_loss, save_qa_regressor, score_montages, split_by_case, train_qa_regressor
 
 LIVER, STOMACH = TABLE.value_of("liver"), TABLE.value_of("stomach")
 # tiny ResNet-18 (channels 8..64), one thread: the test machine's 2 cores are shared

@@ -7,18 +7,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from alqa_core.annotation.reassembly import REVISION_RULE, Revision, reassemble, select_revision
+from alqa_core.ensemble.pseudo_labels import pseudo_label
 from alqa_core.errors import AlqaInputError
+from alqa_core.ingest.kidney import remap_labels_splitting_kidney, split_kidney, split_kidney_values
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, ClassMap
-from alqa_core.reassembly import (
-    REVISION_RULE,
-    Revision,
-    pseudo_label,
-    reassemble,
-    remap_labels_splitting_kidney,
-    select_revision,
-    split_kidney,
-    split_kidney_values,
-)
 from alqa_core.volume import LabelMap, SoftPrediction, quantize_probabilities
 
 T = DEFAULT_ORGAN_TABLE

@@ -8,33 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from alqa_core.inference import InferenceConfig, mc_dropout_predict
-from alqa_core.models import ModelSpec, build_network
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import InferenceConfig
+from alqa_core.ensemble.inference import mc_dropout_predict
+from alqa_core.ensemble.networks import build_network
 from alqa_core.organs import OrganTable
-from alqa_core.strategies import (
-    STRATEGIES,
-    BudgetFiller,
-    CaseUncertainty,
-    EffortModel,
-    Selection,
-    SliceSelection,
-    annotated_voxels_for_slices,
-    candidate_slices,
-    case_effort,
-    case_uncertainty,
-    dilated_foreground,
-    effort,
-    foreground_random_sampling,
-    partial_training_case,
-    select,
-    selection_training_cases,
-    slice_uncertainty,
-    uncertainty_slice_sampling,
-    uncertainty_volume_sampling,
-    volume_effort,
-    volume_uncertainty,
-)
-from alqa_core.training import TrainingCase, masked_dice_bce_loss, one_hot_organs
+from alqa_core.strategies import effort
+from alqa_core.strategies.effort_model import BudgetFiller, EffortModel, case_effort, volume_effort
+from alqa_core.strategies.partial import annotated_voxels_for_slices, partial_training_case, selection_training_cases
+from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection, foreground_random_sampling, select, uncertainty_slice_sampling, uncertainty_volume_sampling
+from alqa_core.strategies.uncertainty import CaseUncertainty, candidate_slices, case_uncertainty, dilated_foreground, slice_uncertainty, volume_uncertainty
+from alqa_core.training.cases import TrainingCase, one_hot_organs
+from alqa_core.training.losses import masked_dice_bce_loss
 
 TABLE = OrganTable.from_pairs([(1, "spleen"), (5, "liver")])
 

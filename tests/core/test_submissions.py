@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
-import os
 import time
 
 import numpy as np
 import pytest
 
+from alqa_core.annotation.inbox import scan_inbox, write_submission
+from alqa_core.annotation.store import quarantine_entry, store_accepted
+from alqa_core.annotation.validation import validate_entry
 from alqa_core.io.nifti import write_label, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.submissions import (
-    quarantine_entry,
-    scan_inbox,
-    store_accepted,
-    validate_entry,
-    write_submission,
-)
 from alqa_core.volume import Grid, LabelMap
 
 AFF = np.diag([2.0, 2.0, 3.0, 1.0])

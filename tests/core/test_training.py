@@ -10,26 +10,18 @@ import pytest
 import torch
 from monai.losses import DiceLoss
 
-from alqa_core.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
-from alqa_core.config import build_dataclass
+from alqa_core.config.build import build_dataclass
+from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import TrainConfig
+from alqa_core.ensemble.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
 from alqa_core.errors import AlqaInputError
-from alqa_core.models import ModelSpec
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
-from alqa_core.training import (
-    EarlyStopping,
-    EpochFinished,
-    PatchSampler,
-    TrainConfig,
-    TrainingCase,
-    TrainingFinished,
-    TrainingStarted,
-    best_epoch,
-    case_dice,
-    masked_dice_bce_loss,
-    predict_logits,
-    should_stop,
-    train,
-)
+from alqa_core.training.cases import TrainingCase
+from alqa_core.training.early_stopping import EarlyStopping, best_epoch, should_stop
+from alqa_core.training.losses import masked_dice_bce_loss
+from alqa_core.training.sampling import PatchSampler
+from alqa_core.training.trainer import EpochFinished, TrainingFinished, TrainingStarted, train
+from alqa_core.training.validation import case_dice, predict_logits
 
 TABLE = DEFAULT_ORGAN_TABLE
 BLOB_ORGANS = ("liver", "spleen", "kidney_right", "kidney_left")
@@ -333,8 +325,9 @@ PARTIAL_ANNOTATIONS = (None, None, ("liver",), ("kidney_right", "kidney_left"))
 
 def _phantom_cases(seeds, spacing_mm):
     """Phantom CTs (3 mm) preprocessed as the pipeline does: RAS, HU window to [0, 1], resampled, cropped."""
-    from alqa_core.phantoms import PhantomSpec, generate_case
-    from alqa_core.preprocess import PreprocessConfig, preprocess_ct, preprocess_label
+    from alqa_core.config.sections import PreprocessConfig
+    from alqa_core.ingest.preprocess import preprocess_ct, preprocess_label
+    from alqa_core.phantoms.generate import PhantomSpec, generate_case
 
     out = []
     for seed in seeds:

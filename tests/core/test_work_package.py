@@ -8,9 +8,9 @@ import json
 import nibabel as nib
 import numpy as np
 
+from alqa_core.annotation.work_package import write_work_package
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.volume import CTVolume, LabelMap
-from alqa_core.work_package import write_work_package
 
 AFF = np.array([[-0.8, 0, 0, 100.0], [0, -0.8, 0, 50.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
 

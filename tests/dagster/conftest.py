@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from alqa_core.config_template import write_template
-from alqa_core.phantoms import CampaignSpec, write_campaign
+from alqa_core.config.template import write_template
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_dagster.resources import (
     CampaignResource,
     CatalogResource,

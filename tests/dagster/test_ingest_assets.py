@@ -7,8 +7,8 @@ import nibabel as nib
 import numpy as np
 
 from alqa_core.catalog import Catalog
-from alqa_core.ingest import index_campaign
-from alqa_core.config import load_campaign
+from alqa_core.config.campaign import load_campaign
+from alqa_core.ingest.cases import index_campaign
 from alqa_dagster.defs.checks import original_labels_on_raw_grid
 from alqa_dagster.defs.ingest import original_labels, preprocessed_volumes, raw_scans
 

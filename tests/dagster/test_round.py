@@ -11,20 +11,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.status import campaign_status
 from alqa_core.catalog import Catalog
-from alqa_core.config import load_campaign
-from alqa_core.ingest import index_campaign
+from alqa_core.config.campaign import load_campaign
+from alqa_core.ingest.cases import index_campaign
 from alqa_core.io.nifti import read_label, write_nifti
-from alqa_core.rounds import round_state
-from alqa_core.status import campaign_status
-from alqa_core.submissions import write_submission
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.definitions import defs
-from alqa_dagster.defs.automation import round_sensor, submissions_sensor
+from alqa_dagster.defs.automation import ROUND_ASSETS, round_sensor, submissions_sensor
 
 from .conftest import campaign_yaml, make_resources
-
-from alqa_dagster.defs.automation import ROUND_ASSETS
 
 
 def _materialize(instance, resources, selection, keys=None, partition=None, tags=None):

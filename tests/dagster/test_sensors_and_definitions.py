@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.config import load_campaign
-from alqa_core.ingest import index_campaign
+from alqa_core.config.campaign import load_campaign
+from alqa_core.ingest.cases import index_campaign
 from alqa_dagster.cli import main as alqa
 from alqa_dagster.defs.automation import new_cases_sensor
 

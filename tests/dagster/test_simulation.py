@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from alqa_core.catalog import Catalog
-from alqa_core.phantoms import CampaignSpec, write_campaign
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.cli import main as alqa_main
 from alqa_dagster.defs.simulate import SimulationSettings, campaign_simulation

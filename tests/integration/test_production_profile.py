@@ -27,13 +27,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.rounds import round_state
 from alqa_core.catalog import Catalog
-from alqa_core.config import load_campaign
-from alqa_core.config_template import write_template
-from alqa_core.ingest import index_campaign
-from alqa_core.phantoms import CampaignSpec, write_campaign
-from alqa_core.rounds import round_state
-from alqa_core.submissions import write_submission
+from alqa_core.config.campaign import load_campaign
+from alqa_core.config.template import write_template
+from alqa_core.ingest.cases import index_campaign
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 
 from .conftest import CELERY_YAML, PRODUCTION_YAML, REPO, VENV_BIN, WORKSPACE_YAML, Background, process_env, run_cli, stop_all, wait_until
 
@@ -263,7 +263,7 @@ def _succeeded(instance: dg.DagsterInstance, run_key: str) -> bool:
 
 
 def test_sensor_cursor_and_run_keys_survive_a_daemon_crash(production, record_property):
-    from alqa_core.submissions import file_sha256
+    from alqa_core.io.hashing import file_sha256
     from alqa_dagster.defs.automation import submission_run_key
 
     env, inbox = production.env, production.workspace / "inbox"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alqa_core.config_template import write_template
+from alqa_core.config.template import write_template
 from alqa_core.io.nifti import write_ct, write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.volume import CTVolume, LabelMap
@@ -156,8 +156,8 @@ def sensor_resources(config_path: Path) -> dict:
 
 def ingest_raw_scans(config_path: Path) -> list[str]:
     """What the raw_scans asset does for every case (the submissions check against these grids)."""
-    from alqa_core.config import load_campaign
-    from alqa_core.ingest import index_campaign, ingest_scan
+    from alqa_core.config.campaign import load_campaign
+    from alqa_core.ingest.cases import index_campaign, ingest_scan
     from alqa_core.workspace import WorkspaceLayout
 
     cfg = load_campaign(config_path)

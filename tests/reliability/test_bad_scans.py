@@ -19,12 +19,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from alqa_core.dataset import read_dataset
+from alqa_core.config.sections import PreprocessConfig
 from alqa_core.errors import AlqaInputError
-from alqa_core.ingest import ingest_label, ingest_scan, preprocess_scan
+from alqa_core.ingest.cases import ingest_label, ingest_scan, preprocess_scan
+from alqa_core.ingest.dataset import read_dataset
 from alqa_core.io.nifti import write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.preprocess import PreprocessConfig
 from alqa_core.workspace import WorkspaceLayout
 
 from .conftest import AFFINE, OTHER_AFFINE, make_dataset, phantom_ct, phantom_label, tree_hashes

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alqa_core.annotation.inbox import SubmissionMeta, write_submission
+from alqa_core.annotation.intake import process_inbox
 from alqa_core.catalog import Catalog
-from alqa_core.config import SubmissionConfig
-from alqa_core.intake import process_inbox
+from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.io.atomic import atomic_write_text
 from alqa_core.io.nifti import write_ct, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.submissions import SubmissionMeta, write_submission
 from alqa_core.volume import CTVolume
 from alqa_core.workspace import WorkspaceLayout
 
@@ -254,7 +254,7 @@ def test_two_gigabyte_file_is_refused_by_the_configured_limit_without_being_open
 
 def test_default_limit_comes_from_the_campaign_config(tmp_path):
     """``submissions.max_file_mb`` in the YAML is what the intake gets (default 2048)."""
-    from alqa_core.config import parse_campaign
+    from alqa_core.config.campaign import parse_campaign
 
     base = {"name": "c", "datasets": [{"path": str(tmp_path)}], "architectures": [{"name": "unet"}]}
     assert parse_campaign(base).submissions.max_file_mb == 2048.0

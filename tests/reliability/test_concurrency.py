@@ -21,14 +21,14 @@ import time
 import numpy as np
 import pytest
 
-from alqa_core.annotation import revisions_of
+from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.intake import process_inbox
+from alqa_core.annotation.reassembly import REVISION_RULE, reassemble
+from alqa_core.annotation.revisions import revisions_of
 from alqa_core.catalog import Catalog
-from alqa_core.config import SubmissionConfig
-from alqa_core.intake import process_inbox
+from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.io.nifti import write_ct, write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.reassembly import REVISION_RULE, reassemble
-from alqa_core.submissions import write_submission
 from alqa_core.volume import CTVolume, LabelMap
 from alqa_core.workspace import WorkspaceLayout
 

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from alqa_core.annotation.inbox import write_submission
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import read_ct, write_ct
-from alqa_core.submissions import write_submission
 from alqa_core.volume import CTVolume
 from alqa_core.workspace import WorkspaceLayout
 
@@ -261,8 +261,8 @@ def test_materialization_killed_mid_write_then_rerun_is_identical(tmp_path, real
     assert again.returncode == 0
     assert _sha(out) == first
     pd.testing.assert_frame_equal(cat.read("geometry"), rows)
-    from alqa_core.config import load_campaign
-    from alqa_core.ingest import index_campaign, ingest_scan
+    from alqa_core.config.campaign import load_campaign
+    from alqa_core.ingest.cases import index_campaign, ingest_scan
 
     ref = ingest_scan(index_campaign(load_campaign(cfg)).cases["realct"], tmp_path / "ref" / "realct.nii.gz")
     assert _sha(ref.path) == first

@@ -13,20 +13,19 @@ every accepted submission exactly one run.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from alqa_core.annotation.inbox import SubmissionMeta, scan_inbox
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import write_label
-from alqa_core.submissions import SubmissionMeta, scan_inbox
 from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 
-from .conftest import AFFINE, OTHER_AFFINE, REPO, ingest_raw_scans, make_config, make_dataset, phantom_label, sensor_resources, set_yaml_key
+from .conftest import AFFINE, OTHER_AFFINE, phantom_label, sensor_resources, set_yaml_key
 from .test_sensor_restarts import campaign, launch, runs_per_key  # noqa: F401 (campaign: a fixture)
 
 N_REVISIONS, N_CONFIRMATIONS, N_DISTINCT_CONFIRMATIONS = 1000, 8000, 200

@@ -24,15 +24,15 @@ import pandas as pd
 import pydicom
 import pytest
 
+from alqa_core.annotation.reassembly import reassemble
+from alqa_core.annotation.work_package import write_work_package
 from alqa_core.catalog import Catalog
-from alqa_core.dataset import read_dataset
-from alqa_core.export import export_nnunet
-from alqa_core.ingest import CampaignIndex, ingest_label, ingest_scan, preprocess_scan
+from alqa_core.config.sections import PreprocessConfig
+from alqa_core.export.nnunet import export_nnunet
+from alqa_core.ingest.cases import CampaignIndex, ingest_label, ingest_scan, preprocess_scan
+from alqa_core.ingest.dataset import read_dataset
 from alqa_core.io.nifti import read_ct, read_label, write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.preprocess import PreprocessConfig
-from alqa_core.reassembly import reassemble
-from alqa_core.work_package import write_work_package
 from alqa_core.workspace import WorkspaceLayout
 
 from .conftest import AFFINE, phantom_ct, phantom_label

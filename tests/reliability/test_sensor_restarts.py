@@ -20,9 +20,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from alqa_core.annotation.inbox import write_submission
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import write_label
-from alqa_core.submissions import write_submission
 from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 

@@ -1,0 +1,167 @@
+"""The campaign config: one YAML file a user edits, validated on load.
+
+Errors name the file and the field (``training.max_epochs: expected an
+integer, got 'ten'``). Relative paths are relative to the config file's
+folder. Sections for the core's own configs (``preprocess``, ``training``,
+``inference``, ``attention``, ``qa``, ``qa_loss``) are built field by field
+from the frozen dataclasses of :mod:`alqa_core.config.sections`, so a config
+key is valid exactly when the core knows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from alqa_core.config.build import build_dataclass
+from alqa_core.config.models import SIZES, architectures
+from alqa_core.config.sections import AttentionConfig, InferenceConfig, PreprocessConfig, QALossConfig, QARegressorConfig, TrainConfig
+from alqa_core.errors import AlqaInputError
+from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable, class_map_preset
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset in nnU-Net v2 raw layout. Its class map is its dataset.json's
+    ``labels``, or the preset its ``"alqa": {"class_map": ...}`` block names."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    name: str
+    size: str = "tiny"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExternalMemberConfig:
+    """Predictions the user drops in: ``<folder>/<case>.nii.gz`` (label map or 4D probabilities)."""
+
+    name: str
+    #: None = ``<dataset>/predictions/<name>/`` of every dataset
+    folder: Path | None = None
+    #: a class-map preset, or ``organ_table`` when values already follow the organ table
+    class_map: str = "organ_table"
+
+
+QUEUE_STRATEGIES = ("attention", "outliers")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    #: "attention": top of the priority list (003); "outliers": QA failures first (000), then the list
+    strategy: str = "attention"
+    fraction: float = 0.05
+    count: int | None = None
+    min_cases: int = 1
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    #: larger files are refused from their size alone, before they are opened
+    max_file_mb: float = 2048.0
+    volume_change_factor: float = 2.0
+    #: inbox entries one sensor tick validates (and runs it requests): bounds a tick's time
+    max_per_tick: int = 50
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    #: share of labelled cases held out of training for the evaluation report (stable by case id)
+    holdout_fraction: float = 0.2
+    #: NSD tolerance, recorded with every result
+    nsd_tolerance_mm: float = 2.0
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str
+    workspace_root: Path
+    datasets: tuple[DatasetSource, ...]
+    organ_table: OrganTable = DEFAULT_ORGAN_TABLE
+    architectures: tuple[ArchitectureConfig, ...] = ()
+    external_members: tuple[ExternalMemberConfig, ...] = ()
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    qa: QARegressorConfig = field(default_factory=QARegressorConfig)
+    qa_loss: QALossConfig = field(default_factory=QALossConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    source_path: Path | None = None
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.architectures) + tuple(m.name for m in self.external_members)
+
+
+def _organ_table(value: Any, source: Path | None) -> OrganTable:
+    if value in (None, "default"):
+        return DEFAULT_ORGAN_TABLE
+    if not isinstance(value, Mapping):
+        raise AlqaInputError(source, f"organ_table: expected 'default' or a mapping name -> value, got {value!r}")
+    try:
+        return OrganTable.from_mapping({str(k): int(v) for k, v in value.items()})
+    except (TypeError, ValueError) as exc:
+        raise AlqaInputError(source, f"organ_table: {exc}") from exc
+
+
+def parse_campaign(raw: Mapping[str, Any], source: Path | None = None) -> CampaignConfig:
+    """Validate a parsed YAML mapping into a :class:`CampaignConfig`."""
+    if not isinstance(raw, Mapping):
+        raise AlqaInputError(source, "campaign config must be a YAML mapping")
+    raw = dict(raw)
+    table = _organ_table(raw.pop("organ_table", None), source)
+    raw.setdefault("workspace_root", "./alqa_workspace")
+    # the core's sections (preprocess, training, ...) are typed fields, built field by field too
+    cfg = build_dataclass(CampaignConfig, raw, "", source)
+    cfg = dataclasses.replace(cfg, organ_table=table, source_path=source)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: CampaignConfig, source: Path | None) -> None:
+    if not cfg.datasets:
+        raise AlqaInputError(source, "datasets: at least one dataset is required")
+    if not cfg.architectures and not cfg.external_members:
+        raise AlqaInputError(source, "architectures/external_members: the ensemble needs at least one member")
+    for i, a in enumerate(cfg.architectures):
+        if a.name not in architectures():
+            raise AlqaInputError(source, f"architectures[{i}].name: unknown {a.name!r}; known {list(architectures())}")
+        if a.size not in SIZES:
+            raise AlqaInputError(source, f"architectures[{i}].size: unknown {a.size!r}; known {list(SIZES)}")
+    names = cfg.member_names
+    if len(set(names)) != len(names):
+        raise AlqaInputError(source, f"members: names must be unique, got {list(names)}")
+    for i, m in enumerate(cfg.external_members):
+        if m.class_map != "organ_table":
+            try:
+                class_map_preset(m.class_map)
+            except KeyError as exc:
+                raise AlqaInputError(source, f"external_members[{i}].class_map: {exc.args[0]}") from exc
+    if cfg.budget.strategy not in QUEUE_STRATEGIES:
+        raise AlqaInputError(source, f"budget.strategy: unknown {cfg.budget.strategy!r}; known {list(QUEUE_STRATEGIES)}")
+    if cfg.submissions.max_per_tick < 1:
+        raise AlqaInputError(source, f"submissions.max_per_tick: must be at least 1, got {cfg.submissions.max_per_tick}")
+    if not 0 < cfg.budget.fraction <= 1:
+        raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise AlqaInputError(path, "campaign config file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AlqaInputError(path, f"not valid YAML ({exc})") from exc
+    return parse_campaign(raw or {}, path)
