@@ -22,9 +22,6 @@ from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig, load_campaign
 from alqa_core.workspace import WorkspaceLayout
 
-#: The dynamic partitions every per-case asset shares: one per case id.
-cases_partitions = dg.DynamicPartitionsDefinition(name="cases")
-
 
 class CampaignResource(dg.ConfigurableResource):
     """The campaign config file (YAML written by ``alqa init``)."""
@@ -64,11 +61,8 @@ class DeviceResource(dg.ConfigurableResource):
 
     device: str = "auto"
 
-    def torch_device(self) -> str:
-        import torch
-
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
+    def device_name(self) -> str:
+        """The setting handed to the core, which resolves ``auto`` where a network runs (no torch here)."""
         return self.device
 
 

@@ -16,7 +16,7 @@ strategy that does this on top of the attention ranking (003):
    later, most recent round first, then higher score, then attention rank,
    then ``case_id``. A human verdict always overrides a prediction;
 3. the rest of the budget from the top of the priority list, skipping cases
-   with no attention (as :func:`alqa_core.priority.select_queue`).
+   with no attention (as :func:`alqa_core.annotation.priority.select_queue`).
 
 ``exclude`` (e.g. cases already revised or confirmed this round) applies to
 all three. A failure missing from the priority list (e.g. its attention was

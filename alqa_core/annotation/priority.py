@@ -239,7 +239,7 @@ def stop_rule(queue: AnnotationQueue | Sequence[str], submissions: Iterable[Any]
     ``queue``: the round's queue (or its case ids, top first).
     ``submissions``: the round's accepted submissions, each with ``case_id``
     and ``kind`` ("revised" or "confirmed"), as attributes (e.g.
-    :class:`alqa_core.submissions.SubmissionMeta`) or mapping keys (catalog
+    :class:`alqa_core.annotation.inbox.SubmissionMeta`) or mapping keys (catalog
     rows). Converged when the top case has a confirmation and no revision.
     An empty queue (no case with attention left) also converges.
     """

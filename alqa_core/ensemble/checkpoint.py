@@ -4,8 +4,8 @@ A checkpoint file is one ``torch.save`` of plain data (dicts, lists, str,
 numbers, tensors), so it loads with ``torch.load(weights_only=True)`` and no
 pickled code ever runs. Besides the state dict it holds:
 
-- the full :class:`~alqa_core.models.ModelSpec`, so :func:`load_checkpoint`
-  rebuilds the network with :func:`~alqa_core.models.build_network` without
+- the full :class:`~alqa_core.config.models.ModelSpec`, so :func:`load_checkpoint`
+  rebuilds the network with :func:`~alqa_core.ensemble.networks.build_network` without
   being told what is inside;
 - the training config, the organ table and the preprocessing spacing (mm);
 - lineage: the parent checkpoint (path + sha256) it was fine-tuned from, a

@@ -21,7 +21,7 @@ place the AI got wrong. Set it to 0 to count every component.
 
 Undefined ratios are NaN: sensitivity with no error component, precision
 with no attention component. Table 1 reports mean ± sd over cases per organ:
-:func:`alqa_core.metrics.statistics.summarize` with
+:func:`alqa_core.evaluation.statistics.summarize` with
 ``metrics=("sensitivity", "precision")``.
 """
 

@@ -5,8 +5,8 @@
   percentile for Dice, 95th for the distances). NaNs are left out and
   counted in ``n_missing``.
 - :func:`summarize`: :func:`describe` per organ and metric over any frozen
-  per-organ records (:class:`~alqa_core.metrics.segmentation.OrganMetrics`,
-  :class:`~alqa_core.metrics.attention_eval.AttentionScore`).
+  per-organ records (:class:`~alqa_core.evaluation.segmentation.OrganMetrics`,
+  :class:`~alqa_core.evaluation.attention_eval.AttentionScore`).
 - :func:`paired_tests`: two models (or rounds) on the same cases, a paired
   t-test (``scipy.stats.ttest_rel``, as 000) and a Wilcoxon signed-rank test
   (``scipy.stats.wilcoxon``, as 004).

@@ -8,7 +8,7 @@ ResNet-18 regressor. A human grades the 1344 px montage 0/1/2.
 Layout (one convention, also used by :func:`montage_tensor`):
 
 - input is a preprocessed volume, RAS ``(i, j, k)`` with values in [0, 1]
-  (:mod:`alqa_core.preprocess`), and optionally a label map of organ-table
+  (:mod:`alqa_core.ingest.preprocess`), and optionally a label map of organ-table
   values on the same grid;
 - each axial slice ``k`` is shown in the radiological convention of
   :mod:`alqa_core.render`: patient's right on the image's left, anterior at
@@ -207,7 +207,7 @@ def montage_tensor(
 
     ``ct01``: ``(i, j, k)`` RAS in [0, 1]; ``probabilities``: ``(n_organs, i, j, k)``,
     channel ``c`` = ``table.organs[c]`` (per-organ sigmoid heads, as
-    :mod:`alqa_core.models`). Soft overlay: with ``w_c = p_c / max(1, sum_c p_c)``
+    :mod:`alqa_core.ensemble.networks`). Soft overlay: with ``w_c = p_c / max(1, sum_c p_c)``
     the colour is ``(1 - alpha * sum_c w_c) * gray + alpha * sum_c w_c * colour_c``,
     which for one-hot probabilities is exactly :func:`qa_montage`'s hard overlay.
     The grid goes to ``via_px`` then to ``size_px``, as ``downsample(qa_montage(...))``

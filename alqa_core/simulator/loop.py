@@ -13,7 +13,7 @@ Choices (documented, each a deliberate simplification):
   members is 0 for one). The test prediction is the ensemble pseudo label
   (argmax of the mean, :func:`alqa_core.ensemble.case_pseudo_label`).
 - **Strategies**: ``attention`` ranks pool cases by attention size
-  (:func:`alqa_core.priority.rank_cases`) and queues whole volumes;
+  (:func:`alqa_core.annotation.priority.rank_cases`) and queues whole volumes;
   ``outliers`` puts oracle-graded failures first (:func:`alqa_core.qa.outlier_queue`,
   grade from ground-truth Dice), then the attention ranking, whole volumes;
   the oracle's grading of every pool case each round is free (a grader's

@@ -1,7 +1,7 @@
 """Slice- and volume-level uncertainty from voxel-wise predictive entropy (004_03246784a706ec26.txt §II.D).
 
 Voxel uncertainty is the predictive entropy of the MC-dropout mean (004 Eq. 2,
-n = 20 samples there; :func:`alqa_core.inference.mc_dropout_predict`). Our
+n = 20 samples there; :func:`alqa_core.ensemble.inference.mc_dropout_predict`). Our
 networks have independent per-organ sigmoid heads, so a ``(C, i, j, k)``
 entropy is first SUMMED over organs: the sum of the heads' binary entropies
 is the entropy of their joint distribution (``McResult.total_entropy``), the

@@ -6,7 +6,7 @@ the best epoch's weights and stops by the rule of 000_3a3cb93e44d13ddd.txt.
 Fine-tuning (``parent`` given) starts from the parent checkpoint's weights at
 lr 1e-4 and records the parent in the lineage. Nothing is printed: progress
 goes to an optional callback as frozen events. The caller saves the result
-with :func:`alqa_core.checkpoint.save_checkpoint`.
+with :func:`alqa_core.ensemble.checkpoint.save_checkpoint`.
 
 Seeding happens inside ``torch.random.fork_rng``, so the caller's global RNG
 state is untouched; ``num_threads`` is restored on exit.
@@ -233,7 +233,7 @@ def train(
     """Train ``spec`` on ``cases`` (or fine-tune ``parent``); return the best epoch's network and metadata.
 
     ``training_set_sha256`` defaults to a fingerprint of the cases' ids and
-    label contents; pass :func:`~alqa_core.checkpoint.training_set_fingerprint`
+    label contents; pass :func:`~alqa_core.training.training_set.training_set_fingerprint`
     over the label files to tie the checkpoint to files on disk instead.
     ``extra_loss`` (optional, :class:`ExtraLoss`) is added to the masked loss at
     every step; None (the default) trains on the supervised loss alone.

@@ -8,7 +8,8 @@ import dagster as dg
 from alqa_core.annotation.intake import process_inbox
 from alqa_core.annotation.rounds import accepted_submissions, awaiting_reassembly, current_round, round_state
 from alqa_core.ingest.cases import index_campaign
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+from alqa_dagster.policies import cases_partitions
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 

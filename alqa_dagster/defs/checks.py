@@ -4,7 +4,8 @@ import dagster as dg
 
 from alqa_core.annotation.rounds import round_state
 from alqa_core.checks import grid_mismatches, unknown_label_values
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+from alqa_dagster.policies import cases_partitions
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
 @dg.asset_check(asset="original_labels", partitions_def=cases_partitions, description="Every original label lies on its raw scan's grid.")

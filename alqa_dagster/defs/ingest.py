@@ -1,5 +1,4 @@
-"""Per-case ingest assets: raw scans, original (partial) labels, preprocessed volumes."""
-
+"""The ingest stage (group ``ingest``): raw scans, original (partial) labels, preprocessed volumes, per case."""
 
 from pathlib import Path
 
@@ -8,12 +7,8 @@ import pandas as pd
 
 from alqa_core.ingest.cases import index_campaign, ingest_label, ingest_scan, preprocess_scan, scan_preview
 from alqa_dagster.metadata import numbers, png_markdown
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
-
-#: A backfill of per-case assets is one run over the whole partition range, so each
-#: model loads once per backfill; `dagster asset materialize --partition-range`
-#: accepts only this policy.
-CASE_BATCHES = dg.BackfillPolicy.single_run()
+from alqa_dagster.policies import CASE_BATCHES, cases_partitions
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
 @dg.asset(

@@ -1,4 +1,4 @@
-"""Human QA assets: montages to grade, and the ResNet-18 regressor trained on the grades."""
+"""The QA stage (group ``qa``): montages to grade, and the ResNet-18 regressor trained on the grades."""
 
 from pathlib import Path
 
@@ -6,10 +6,9 @@ import dagster as dg
 
 from alqa_core.annotation.rounds import current_round
 from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades, write_case_montages
-from alqa_dagster.defs.ingest import CASE_BATCHES
-from alqa_dagster.defs.models import GPU_TAGS
 from alqa_dagster.metadata import numbers, png_markdown, table
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
 @dg.asset(

@@ -10,7 +10,7 @@ from alqa_core.catalog import Catalog
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.cli import main as alqa_main
-from alqa_dagster.defs.simulate import SimulationSettings, campaign_simulation
+from alqa_dagster.defs.simulator import SimulationSettings, campaign_simulation
 from tests.dagster.conftest import campaign_yaml, make_resources
 
 TINY = {"strategies": ["attention", "fg_random"], "rounds": 1, "budget_per_round": 20.0, "max_epochs": 1,

@@ -83,7 +83,7 @@ def _worker(name: str, queue: str, env: dict, root: Path, *celery_args: str) -> 
     # -i: import alqa's assets (torch, MONAI) when the worker starts, not on its first step
     args = [
         str(VENV_BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(CELERY_YAML),
-        "-n", name, "-q", queue, "-i", "alqa_dagster.defs.predict", "--", *celery_args,
+        "-n", name, "-q", queue, "-i", "alqa_dagster.defs.ensemble", "--", *celery_args,
     ]
     return Background(args, env, root / f"worker_{name}.log")
 

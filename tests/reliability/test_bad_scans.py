@@ -184,7 +184,7 @@ def test_the_undamaged_dataset_ingests(tmp_path):
     assert tree_hashes(root) == before
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="gap: label values that dataset.json does not name are dropped with a warning, not refused (alqa_core/dataset.py)")
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="gap: label values that dataset.json does not name are dropped with a warning, not refused (alqa_core/ingest/case_files.py)")
 def test_label_values_the_dataset_does_not_name_are_refused(tmp_path, figures):
     root = make_dataset(tmp_path / "Dataset001_Bad", cases=("c1", "c2"), labelled=("c1",))
     p = _label(root, "c1")

@@ -159,8 +159,8 @@ INTAKE = textwrap.dedent(
     import sys
     from pathlib import Path
     from alqa_core.catalog import Catalog
-    from alqa_core.config import SubmissionConfig
-    from alqa_core.intake import process_inbox
+    from alqa_core.config.campaign import SubmissionConfig
+    from alqa_core.annotation.intake import process_inbox
     from alqa_core.organs import DEFAULT_ORGAN_TABLE
     from alqa_core.workspace import WorkspaceLayout
 

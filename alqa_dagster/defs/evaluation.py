@@ -1,4 +1,4 @@
-"""The round's evaluation report: held-out original labels against the ensemble."""
+"""The evaluation stage (group ``evaluation``): the round's report, held-out original labels against the ensemble."""
 
 import dagster as dg
 import pandas as pd

@@ -1,10 +1,10 @@
-"""The campaign simulator as an asset and a job: compare selection strategies at equal effort before radiologist hours are spent."""
+"""The simulator (group ``simulator``), as an asset and a job: compare selection strategies at equal effort before radiologist hours are spent."""
 
 import dagster as dg
 
 from alqa_core.simulator.run import DEFAULT_STRATEGIES, phantom_root_of, run_simulation, simulation_config
-from alqa_dagster.defs.models import GPU_TAGS
 from alqa_dagster.metadata import numbers, png_markdown, table
+from alqa_dagster.policies import GPU_TAGS
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
 
 
@@ -27,7 +27,7 @@ class SimulationSettings(dg.Config):
 
 
 @dg.asset(
-    group_name="simulation",
+    group_name="simulator",
     kinds={"pytorch", "monai", "parquet"},
     pool="gpu",
     op_tags=GPU_TAGS,
@@ -43,7 +43,7 @@ def campaign_simulation(
     settings = simulation_config(
         config.strategies, config.rounds, config.budget_per_round, members_per_arch=config.members_per_arch,
         max_epochs=config.max_epochs, finetune_max_epochs=config.finetune_max_epochs, iterations_per_epoch=config.iterations_per_epoch,
-        patch_size_vox=config.patch_size_vox, seed=config.seed, device=device.torch_device(),
+        patch_size_vox=config.patch_size_vox, seed=config.seed, device=device.device_name(),
     )
     run = run_simulation(root, layout.simulation(config.name), settings, catalog=catalog.catalog(), name=config.name,
                          progress=lambda p: context.log.info(f"{p.stage} {p.strategy} round {p.round_index}: {p.message}"))

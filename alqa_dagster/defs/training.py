@@ -1,4 +1,4 @@
-"""Campaign-level training assets: the round's training set and the ensemble's checkpoints."""
+"""The training stage (group ``training``): the round's training set and one checkpoint per architecture."""
 
 import dataclasses
 from datetime import datetime, timezone
@@ -11,11 +11,8 @@ from alqa_core.training.data import load_training_cases
 from alqa_core.training.fit import qa_loss_term, train_architecture
 from alqa_core.training.training_set import fingerprint, manifest, next_round_index, select_sources, sources_from_manifest
 from alqa_dagster.metadata import numbers, table
+from alqa_dagster.policies import GPU_TAGS
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
-
-#: Steps that want the accelerator: one at a time in the `gpu` pool, and the
-#: `gpu` Celery queue in the production profile.
-GPU_TAGS = {"alqa/device": "gpu", "dagster-celery/queue": "gpu"}
 
 
 @dg.asset(
@@ -51,7 +48,7 @@ def model_checkpoints(
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     round_index = round_state(cat).round_index
     sources = sources_from_manifest(cat.read("training_set"), round_index)
-    train_cfg = dataclasses.replace(cfg.training, device=device.torch_device())
+    train_cfg = dataclasses.replace(cfg.training, device=device.device_name())
     cases = load_training_cases(sources, layout) if cfg.architectures else []
     qa_term = qa_loss_term(cfg.qa_loss, layout, cat.read("cases"), sources, cfg.organ_table, cfg.evaluation.holdout_fraction) if cfg.architectures else None
     summaries = [

@@ -1,4 +1,4 @@
-"""The annotation half of a round: priority list, queue with work packages, revisions, reassembly."""
+"""The annotation stage (group ``annotation``): priority list, queue with work packages, revisions, reassembly."""
 
 from pathlib import Path
 
@@ -11,9 +11,9 @@ from alqa_core.annotation.reassembly import reassemble_case
 from alqa_core.annotation.revisions import revisions_of, write_revised_label
 from alqa_core.annotation.rounds import accepted_submissions, current_round
 from alqa_core.qa.grades import latest_grades
-from alqa_dagster.defs.ingest import CASE_BATCHES
 from alqa_dagster.metadata import numbers, table
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource, cases_partitions
+from alqa_dagster.policies import CASE_BATCHES, cases_partitions
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
 @dg.asset(

@@ -1,0 +1,15 @@
+"""How assets are partitioned and where their steps run: shared by the asset modules of every stage."""
+
+import dagster as dg
+
+#: The dynamic partitions every per-case asset shares: one per case id.
+cases_partitions = dg.DynamicPartitionsDefinition(name="cases")
+
+#: A backfill of per-case assets is one run over the whole partition range, so each
+#: model loads once per backfill; `dagster asset materialize --partition-range`
+#: accepts only this policy.
+CASE_BATCHES = dg.BackfillPolicy.single_run()
+
+#: Steps that want the accelerator: one at a time in the `gpu` pool, and the
+#: `gpu` Celery queue in the production profile.
+GPU_TAGS = {"alqa/device": "gpu", "dagster-celery/queue": "gpu"}

@@ -1,0 +1,49 @@
+"""The light commands (submit, confirm, status, grade) never load torch, MONAI or dagster.
+
+Each runs as a user runs it, in a fresh interpreter with ``-X importtime``, so
+a stray import anywhere on its path (a config section, a package face, a
+helper) shows up here. Start-up times are measured in benchmarks/bench_startup.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alqa_core.config.template import write_template
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
+
+HEAVY = ("torch", "monai", "dagster")
+
+
+@pytest.fixture(scope="module")
+def one_case(tmp_path_factory):
+    root = tmp_path_factory.mktemp("startup")
+    layout = write_campaign(root / "campaign", CampaignSpec(n_cases=1, seed=0, spacing_mm=(8.0, 8.0, 8.0)))
+    config = write_template(root / "campaign.yaml", name="t", datasets=tuple(str(p) for p in layout.dataset_roots))
+    env = {**os.environ, "ALQA_CAMPAIGN": str(config), "ALQA_WORKSPACE": str(root / "ws")}
+    return layout.cases[0].plan.case_id, layout.root / layout.cases[0].ground_truth_path, env
+
+
+def _imported(argv, env) -> set[str]:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "alqa_dagster.cli", *argv], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:") and "|" in line}
+
+
+@pytest.mark.parametrize("command", ["submit", "confirm", "status", "grade"])
+def test_light_commands_import_no_torch_monai_or_dagster(one_case, command):
+    case, label, env = one_case
+    argv = {
+        "submit": ["submit", case, "--label", str(label), "--annotator", "dr_a"],
+        "confirm": ["confirm", case, "--annotator", "dr_a"],
+        "status": ["status"],
+        "grade": ["grade", case, "2", "--grader", "dr_a"],
+    }[command]
+    modules = _imported(argv, env)
+    assert "alqa_core" in modules  # the probe sees alqa's own imports
+    assert not {m for m in modules if m.split(".")[0] in HEAVY}
