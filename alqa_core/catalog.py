@@ -39,11 +39,12 @@ TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "qa_grades": ("case_id", "grade", "grader"),
         "qa_scores": ("case_id", "round", "score"),
         "metrics": ("case_id", "organ"),
-        "rounds": ("round",),
+        "rounds": ("round", "state"),
         "effort": ("submission_id", "case_id"),
         "checkpoints": ("arch", "round"),
         "training_set": ("round", "case_id"),
         "simulation": ("strategy", "round"),
+        "case_errors": ("case_id", "stage", "reason"),
     }
 )
 
@@ -66,16 +67,18 @@ class Catalog:
             raise ValueError(f"invalid catalog partition name {partition!r} for table {table!r}")
         return self.root / table / f"{partition}.parquet"
 
-    def write(self, table: str, partition: str, frame: pd.DataFrame) -> Path | None:
+    def write(self, table: str, partition: str, frame: pd.DataFrame) -> Path:
         """Replace ``table``'s ``partition`` with ``frame`` (atomically).
 
-        An empty frame means the partition has no rows: its file is removed
-        (an empty Parquet file would carry no column types to unify).
+        An empty frame is a partition with no rows (an empty queue, a case
+        with no attention): it is written as a zero-row file with the table's
+        columns, so "written, empty" stays distinct from "never written".
+        DuckDB's ``union_by_name`` unifies its null-typed columns with the
+        other partitions' types.
         """
         _check_table(table)
         if frame.empty:
-            self.path_of(table, partition).unlink(missing_ok=True)
-            return None
+            frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *TABLES[table]])))
         missing = [c for c in TABLES[table] if c not in frame.columns]
         if missing:
             raise ValueError(f"catalog table {table!r} needs columns {missing}; got {list(frame.columns)}")

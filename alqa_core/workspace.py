@@ -1,4 +1,4 @@
-"""The workspace layout: every file alqa writes has one path derived from (asset, case).
+"""The workspace layout: every file alqa writes has one path derived from (asset, case[, round or version]).
 
 One root folder (``./alqa_workspace`` by default) holds volumes as NIfTI,
 the Parquet catalog, checkpoints, work packages and the annotators' inbox.
@@ -16,6 +16,15 @@ from alqa_core.errors import AlqaInputError
 
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEMBER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: a work package's version: its round and a content hash (``r003-1a2b3c4d5e6f``)
+PACKAGE_ID_RE = re.compile(r"^r(\d{3,6})-([0-9a-f]{12})$")
+
+
+def validate_package_id(package_id: str, path: str | Path | None = None) -> str:
+    """``r<round>-<12 hex>``, so a package id can never escape a folder."""
+    if not isinstance(package_id, str) or not PACKAGE_ID_RE.fullmatch(package_id):
+        raise AlqaInputError(path, f"invalid work package id {package_id!r}: expected r<round>-<12 hex digits>")
+    return package_id
 
 
 def validate_case_id(case_id: str, path: str | Path | None = None) -> str:
@@ -54,11 +63,23 @@ class WorkspaceLayout:
     def grid_record(self, case_id: str) -> Path:
         return self.root / "preprocessed_volumes" / f"{validate_case_id(case_id)}.grid.json"
 
-    def soft_prediction(self, case_id: str, member: str) -> Path:
-        return self.root / "soft_predictions" / validate_case_id(case_id) / f"{_member(member)}.nii.gz"
+    # -- per-case, per-round volumes: every round's ensemble output is kept ------
+    def _round(self, asset: str, round_index: int) -> Path:
+        return self.root / asset / f"round_{int(round_index):03d}"
 
-    def attention_map(self, case_id: str) -> Path:
-        return self.volume("attention_maps", case_id)
+    def soft_predictions(self, case_id: str, round_index: int) -> Path:
+        """The folder of the case's member predictions in round ``round_index`` (one file per member + members.json)."""
+        return self._round("soft_predictions", round_index) / validate_case_id(case_id)
+
+    def soft_prediction(self, case_id: str, member: str, round_index: int) -> Path:
+        return self.soft_predictions(case_id, round_index) / f"{_member(member)}.nii.gz"
+
+    def attention_map(self, case_id: str, round_index: int) -> Path:
+        return self._round("attention_maps", round_index) / f"{validate_case_id(case_id)}.nii.gz"
+
+    def pseudo_label(self, case_id: str, round_index: int) -> Path:
+        """The round's pseudo label of the case (argmax of the ensemble mean), written with its predictions."""
+        return self._round("pseudo_labels", round_index) / f"{validate_case_id(case_id)}.nii.gz"
 
     def revised_label(self, case_id: str) -> Path:
         return self.volume("revised_labels", case_id)
@@ -80,14 +101,25 @@ class WorkspaceLayout:
     def checkpoint(self, arch: str, round_index: int) -> Path:
         return self.root / "checkpoints" / f"round_{int(round_index):03d}" / f"{_member(arch)}.pt"
 
+    def latest_checkpoint(self, member: str, round_index: int) -> Path | None:
+        """The member's checkpoint of the latest round at or before ``round_index`` (None: never trained)."""
+        for r in range(int(round_index), -1, -1):
+            if self.checkpoint(member, r).exists():
+                return self.checkpoint(member, r)
+        return None
+
     def qa_regressor(self, round_index: int) -> Path:
         return self.root / "checkpoints" / f"round_{int(round_index):03d}" / "qa_regressor.pt"
 
     def training_set(self, round_index: int) -> Path:
         return self.root / "training_set" / f"round_{int(round_index):03d}"
 
-    def work_package(self, round_index: int, case_id: str) -> Path:
-        return self.root / "work_packages" / f"round_{int(round_index):03d}" / validate_case_id(case_id)
+    def work_packages(self, case_id: str) -> Path:
+        """Every work package version of the case, one immutable folder each."""
+        return self.root / "work_packages" / validate_case_id(case_id)
+
+    def work_package(self, case_id: str, package_id: str) -> Path:
+        return self.work_packages(case_id) / validate_package_id(package_id)
 
     @property
     def inbox(self) -> Path:

@@ -1,4 +1,4 @@
-"""The ``alqa`` command line: init, demo, submit, confirm, status, grade, export, simulate.
+"""The ``alqa`` command line: init, demo, ingest, round, reassemble, submit, confirm, status, grade, export, simulate.
 
 Every command is a thin shell over alqa_core and the Dagster definitions.
 """
@@ -50,13 +50,43 @@ def cmd_submit(args) -> int:
 
     layout = _layout()
     slices = _parse_slices(args.slices)
+    package = _package(layout, args.case, args.package, required=False)
     entry = write_submission(
         layout.inbox, args.case, args.annotator, Path(args.label), "revised", tuple(args.emptied or ()), args.note or "",
-        annotated_slices=slices,
+        annotated_slices=slices, package=package,
     )
     scope = f"slices {','.join(map(str, slices))} only" if slices else "whole volume"
-    print(f"submitted {args.case} ({scope}) as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
-    return 0
+    answers = f", answering work package {package}" if package else ""
+    print(f"submitted {args.case} ({scope}{answers}) as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
+    return _wait(layout, entry.name, args.wait) if args.wait else 0
+
+
+def _package(layout, case_id: str, package_id: str | None, required: bool) -> str:
+    """The package a submission answers: the one named, else the case's newest ("" if it was never queued)."""
+    from alqa_core.annotation.packages import find_package, newest_package
+
+    if package_id:
+        return find_package(layout, case_id, package_id).package_id
+    newest = newest_package(layout, case_id)
+    if newest is None and required:
+        raise AlqaInputError(layout.work_packages(case_id), f"case {case_id} has no work package: only a queued case can be confirmed")
+    return "" if newest is None else newest.package_id
+
+
+def _wait(layout, entry_name: str, seconds: float) -> int:
+    """Poll the catalog until the submissions sensor recorded a verdict on the entry; print it."""
+    from alqa_core.annotation.intake import verdict_of
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        row = verdict_of(layout, entry_name)
+        if row is not None:
+            print(f"{row['status']}: {row['case_id']} (submission {row['submission_id']})" + (f"\n{row['reasons']}" if row["reasons"] else ""))
+            if row.get("flags"):
+                print(f"flags: {row['flags']}")
+            return 1 if row["status"] == "rejected" else 0
+        time.sleep(1.0)
+    raise AlqaInputError(layout.inbox / entry_name, f"no verdict after {seconds:g} s: is the submissions_sensor running (dagster dev / dagster-daemon)?")
 
 
 def _parse_slices(text: str | None) -> tuple[int, ...]:
@@ -79,9 +109,11 @@ def _parse_slices(text: str | None) -> tuple[int, ...]:
 def cmd_confirm(args) -> int:
     from alqa_core.annotation.inbox import write_submission
 
-    entry = write_submission(_layout().inbox, args.case, args.annotator, None, "confirmed", note=args.note or "")
-    print(f"confirmed {args.case} (inbox entry {entry.name})")
-    return 0
+    layout = _layout()
+    package = _package(layout, args.case, args.package, required=True)
+    entry = write_submission(layout.inbox, args.case, args.annotator, None, "confirmed", note=args.note or "", package=package)
+    print(f"confirmed {args.case}: the pseudo label of work package {package} needs no revision (inbox entry {entry.name})")
+    return _wait(layout, entry.name, args.wait) if args.wait else 0
 
 
 def cmd_status(args) -> int:
@@ -92,7 +124,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from alqa_core.annotation.rounds import current_round
+    from alqa_core.rounds import current_round
     from alqa_core.catalog import Catalog
     from alqa_core.qa.grades import QAGrade, import_grades_csv, record_grade
 
@@ -111,12 +143,31 @@ def cmd_grade(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from alqa_core.config.campaign import load_campaign
     from alqa_core.export.nnunet import export_nnunet
 
-    result = export_nnunet(_layout(), Path(args.out), load_campaign(os.environ["ALQA_CAMPAIGN"]).organ_table, args.name)
-    print(f"exported {len(result.cases)} cases to {result.root} (nnU-Net v2 raw layout, provenance.csv)")
+    result = export_nnunet(_layout(), Path(args.out), _config(), args.name, partial=args.partial)
+    print(result.render())
     return 0
+
+
+def cmd_ingest(args) -> int:
+    from alqa_dagster.headless import ingest
+
+    return ingest(_config(), chunk=args.chunk)
+
+
+def cmd_round(args) -> int:
+    from alqa_dagster.headless import close, run_round
+
+    if args.action == "close":
+        return close(_layout(), args.reason)
+    return run_round(chunk=args.chunk)
+
+
+def cmd_reassemble(args) -> int:
+    from alqa_dagster.headless import reassemble
+
+    return reassemble(chunk=args.chunk)
 
 
 def cmd_simulate(args) -> int:
@@ -149,62 +200,85 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _layout():
+def _config():
     from alqa_core.config.campaign import load_campaign
-    from alqa_core.workspace import WorkspaceLayout
 
     path = os.environ.get("ALQA_CAMPAIGN")
     if not path:
         raise AlqaInputError(None, "set ALQA_CAMPAIGN to the campaign YAML (alqa init writes one)")
-    cfg = load_campaign(path)
+    return load_campaign(path)
+
+
+def _layout():
+    from alqa_core.workspace import WorkspaceLayout
+
+    cfg = _config()
     root = Path(os.environ["ALQA_WORKSPACE"]) if os.environ.get("ALQA_WORKSPACE") else cfg.workspace_root
     return WorkspaceLayout(root.resolve())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alqa", description="Active-learning annotation of 3D CT organ segmentation, on Dagster.")
+    p = argparse.ArgumentParser(prog="alqa", description="Active-learning annotation of 3D CT organ segmentation, on Dagster. "
+                                "Commands that need a campaign read ALQA_CAMPAIGN (the YAML alqa init writes) and, optionally, ALQA_WORKSPACE.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="write a commented campaign config template")
-    s.add_argument("path", nargs="?", default="alqa_campaign.yaml")
-    s.add_argument("--name", default="my_campaign")
+    s.add_argument("path", nargs="?", default="alqa_campaign.yaml", help="where to write it (never overwritten)")
+    s.add_argument("--name", default="my_campaign", help="the campaign's name")
     s.add_argument("--dataset", action="append", default=[], help="a dataset root in nnU-Net v2 raw layout (repeatable)")
     s.set_defaults(fn=cmd_init)
 
     s = sub.add_parser("demo", help="phantom campaign -> one round up to the annotation queue -> Dagster UI")
     s.add_argument("--dir", default="demo", help="folder for the demo's campaign, workspace and Dagster home")
-    s.add_argument("--cases", type=int, default=24)
+    s.add_argument("--cases", type=int, default=24, help="phantom cases to generate")
     s.add_argument("--no-ui", action="store_true", help="stop after the round instead of starting dagster dev")
-    s.add_argument("--port", type=int, default=3000)
+    s.add_argument("--port", type=int, default=3000, help="the Dagster UI's port on 127.0.0.1")
     s.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("submit", help="hand in a revised label for a queued case")
-    s.add_argument("case")
-    s.add_argument("--label", required=True)
-    s.add_argument("--annotator", required=True)
+    s = sub.add_parser("ingest", help="register new cases as partitions and ingest them (and fixed ones) through the Dagster instance")
+    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run (memory is bounded by one chunk)")
+    s.set_defaults(fn=cmd_ingest)
+
+    s = sub.add_parser("round", help="run the next round (train, predict, attention, reassemble, rank, queue), or close the current one")
+    s.add_argument("action", nargs="?", choices=["close"], help="close: end the queued round with unanswered cases (they go back to the pool)")
+    s.add_argument("--reason", default="closed by hand", help="why the round is closed (recorded in the round-state table)")
+    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run for the per-case steps")
+    s.set_defaults(fn=cmd_round)
+
+    s = sub.add_parser("reassemble", help="every case's reassembled label (original > revised > pseudo) through the Dagster instance")
+    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run")
+    s.set_defaults(fn=cmd_reassemble)
+
+    s = sub.add_parser("submit", help="hand in a revised label for a case (NIfTI, or the .seg.nrrd of its work package)")
+    s.add_argument("case", help="the case id")
+    s.add_argument("--label", required=True, help="the revised label: .nii.gz/.nii with organ-table values, or a 3D Slicer .seg.nrrd (segments named as organs)")
+    s.add_argument("--annotator", required=True, help="your name, as recorded with the revision")
+    s.add_argument("--package", help="the work package version answered (task.json's package_id; default: the case's newest)")
     s.add_argument("--emptied", action="append", help="an organ deliberately emptied (repeatable)")
     s.add_argument("--slices", help="a slice-level revision: only these slices (e.g. 12,17,30-32; third voxel axis) were revised")
-    s.add_argument("--note")
+    s.add_argument("--note", help="a free-text note kept with the submission")
+    s.add_argument("--wait", type=float, nargs="?", const=300.0, help="wait (default 300 s) for the submissions sensor's verdict and print it")
     s.set_defaults(fn=cmd_submit)
 
-    s = sub.add_parser("confirm", help="confirm that a case's pseudo label needs no revision")
-    s.add_argument("case")
-    s.add_argument("--annotator", required=True)
-    s.add_argument("--note")
+    s = sub.add_parser("confirm", help="confirm that the pseudo label of a case's work package needs no revision")
+    s.add_argument("case", help="the case id")
+    s.add_argument("--annotator", required=True, help="your name, as recorded with the confirmation")
+    s.add_argument("--package", help="the work package version confirmed (default: the case's newest)")
+    s.add_argument("--note", help="a free-text note kept with the confirmation")
+    s.add_argument("--wait", type=float, nargs="?", const=300.0, help="wait (default 300 s) for the submissions sensor's verdict and print it")
     s.set_defaults(fn=cmd_confirm)
 
-    s = sub.add_parser("status", help="round, queue, submissions, rejections, convergence")
+    s = sub.add_parser("status", help="rounds and their states, queue, submissions, rejections, refused cases, convergence")
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("grade", help="record a QA grade: 0 success, 1 usable, 2 failure (or import a CSV)")
-    s.add_argument("case", nargs="?")
-    s.add_argument("grade", nargs="?", choices=["0", "1", "2"])
-    s.add_argument("--grader", required=True)
-    s.add_argument("--round", type=int)
-    s.add_argument("--note")
-    s.add_argument("--csv", help="columns case_id,grade[,round,grader,graded_at,note]")
+    s.add_argument("case", nargs="?", help="the case id")
+    s.add_argument("grade", nargs="?", choices=["0", "1", "2"], help="0 success, 1 usable, 2 failure")
+    s.add_argument("--grader", required=True, help="your name, as recorded with the grade")
+    s.add_argument("--round", type=int, help="the round graded (default: the current one)")
+    s.add_argument("--note", help="a free-text note kept with the grade")
+    s.add_argument("--csv", help="import grades from a CSV: columns case_id,grade[,round,grader,graded_at,note]")
     s.set_defaults(fn=cmd_grade)
-
     s = sub.add_parser("simulate", help="compare selection strategies at equal effort on a phantom campaign (oracle annotator)")
     s.add_argument("campaign", help="a phantom campaign root (with ground_truth/manifest.csv)")
     s.add_argument("--out", required=True, help="folder for the simulator's workspace, report and catalog")
@@ -228,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="simulation", help="the catalog partition of the result rows")
     s.set_defaults(fn=cmd_simulate)
 
-    s = sub.add_parser("export", help="write the reassembled dataset in nnU-Net v2 raw layout")
-    s.add_argument("out")
-    s.add_argument("--name", default="Dataset500_alqa")
+    s = sub.add_parser("export", help="write the labelled dataset (every case) in nnU-Net v2 raw layout, with provenance and a dataset card")
+    s.add_argument("out", help="an empty or new folder")
+    s.add_argument("--name", default="Dataset500_alqa", help="the dataset's name in dataset.json and the card")
+    s.add_argument("--partial", action="store_true", help="export the cases that have a reassembled label even if some do not")
     s.set_defaults(fn=cmd_export)
     return p
 
@@ -239,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (AlqaInputError, FileExistsError, RuntimeError) as exc:
+    except (AlqaInputError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"alqa: error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,13 @@ def numbers(values: Mapping[str, float], prefix: str = "") -> dict[str, dg.Float
     return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in values.items()}
 
 
+def refusals(context: dg.AssetExecutionContext, failed: Mapping[str, Mapping]) -> None:
+    """Each case a batch refused: a warning in the run's log and the reason on its partition's metadata."""
+    for case_id, row in failed.items():
+        context.log.warning(f"case {case_id} refused at {row['stage']}: {row['file']}: {row['reason']}")
+        context.add_asset_metadata({"refused": f"{row['file']}: {row['reason']}"}, partition_key=case_id)
+
+
 def _column_type(series: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(series):
         return "bool"

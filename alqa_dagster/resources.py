@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import dagster as dg
 
+from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig, load_campaign
 from alqa_core.workspace import WorkspaceLayout
@@ -72,7 +73,8 @@ class VolumePathIOManager(dg.ConfigurableIOManager):
     An asset returns the files it wrote (one path, or a folder, per case);
     this checks they exist inside the workspace and records how many. A
     downstream asset receives ``{case_id: Path}`` for the partitions it reads,
-    and a clear error if one is missing.
+    without the cases refused at ingest (open ``case_errors``: they are left
+    out of everything downstream), and a clear error if another is missing.
     """
 
     workspace: WorkspaceResource
@@ -98,8 +100,12 @@ class VolumePathIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         folder = self._asset_dir(key)
         keys = context.asset_partition_keys if context.has_asset_partitions else []
+        refused = failed_cases(Catalog(self.workspace.layout().catalog))
+        skipped = [c for c in keys if c in refused]
+        if skipped:
+            context.log.warning(f"{len(skipped)} case(s) refused at ingest are left out (see case_errors): {', '.join(skipped[:20])}")
         out: dict[str, Path] = {}
-        for case_id in keys:
+        for case_id in (c for c in keys if c not in refused):
             candidates = [folder / f"{case_id}.nii.gz", folder / case_id]
             found = next((c for c in candidates if c.exists()), None)
             if found is None:

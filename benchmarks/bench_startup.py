@@ -25,8 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+from alqa_core.annotation.work_package import write_work_package
 from alqa_core.config.template import write_template
+from alqa_core.io.nifti import read_ct, read_label
+from alqa_core.organs import DEFAULT_ORGAN_TABLE
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
+from alqa_core.workspace import WorkspaceLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "monai", "dagster")
@@ -78,6 +84,9 @@ def main() -> None:
         config = write_template(tmp / "campaign.yaml", name="bench", datasets=tuple(str(p) for p in layout.dataset_roots))
         label = layout.root / case.ground_truth_path
         env = {**os.environ, "ALQA_CAMPAIGN": str(config), "ALQA_WORKSPACE": str(tmp / "ws")}
+        ct = read_ct(layout.root / case.image_path)  # the case's work package, so `confirm` has one to confirm
+        write_work_package(WorkspaceLayout(tmp / "ws").work_packages(case.plan.case_id), case.plan.case_id, 0, ct, read_label(label),
+                           np.zeros((len(DEFAULT_ORGAN_TABLE), *ct.shape), np.uint8), ("liver",), DEFAULT_ORGAN_TABLE)
         bare = timed([sys.executable, "-c", "pass"], env, args.repeat)
         print(f"bare interpreter start: {bare * 1000:.0f} ms (baseline)")
         trees = {"this tree": None}

@@ -27,7 +27,6 @@ label reassembly.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from alqa_core.annotation.inbox import KINDS, submitted_slices
+from alqa_core.annotation.revisions import submission_label, submission_package
 from alqa_core.annotation.validation import apply_slice_revision
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_label
@@ -270,15 +270,14 @@ def submission_efforts(layout: WorkspaceLayout, case_id: str, submissions: pd.Da
     rows = submissions[(submissions.case_id == case_id) & (submissions.status == "accepted")]
     efforts = []
     for r in rows.itertuples():
-        package = layout.work_package(int(r.round), case_id)
-        if not (package / "task.json").exists():
+        package = submission_package(r, layout)
+        if package is None:
             continue
-        task = json.loads((package / "task.json").read_text())
-        revised = read_label(r.stored_path) if r.kind == "revised" else None
-        pseudo = read_label(package / "pseudo_label.nii.gz")
+        pseudo = read_label(package.pseudo_label_path)
+        revised = submission_label(r, layout, table) if r.kind == "revised" else None
         if revised is not None and submitted_slices(r):  # only the revised slices were edited
             revised = apply_slice_revision(pseudo, revised, submitted_slices(r))
         efforts.append(
-            submission_effort(str(r.submission_id), case_id, str(r.annotator), int(r.round), task["created_at"], str(r.submitted_at), str(r.kind), pseudo, revised, table)
+            submission_effort(str(r.submission_id), case_id, str(r.annotator), int(r.round), package.created_at, str(r.submitted_at), str(r.kind), pseudo, revised, table)
         )
     return effort_records(efforts) if efforts else pd.DataFrame()

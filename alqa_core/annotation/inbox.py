@@ -39,12 +39,14 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
+from alqa_core.annotation.label_files import LABEL_SUFFIXES, label_suffix
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.atomic import atomic_path, atomic_write_text
-from alqa_core.workspace import validate_case_id
+from alqa_core.workspace import validate_case_id, validate_package_id
 
 KINDS = ("revised", "confirmed")
 
@@ -59,12 +61,22 @@ class SubmissionMeta:
     note: str = ""
     #: a slice-level revision's slices (third voxel axis of the scan); () = the whole volume
     annotated_slices: tuple[int, ...] = ()
+    #: the work package version this answers (``r003-1a2b3c4d5e6f``); "" = the case's newest when taken
+    package: str = ""
+    #: the label file's values -> organ names (MONAI Label's ``label_info``); empty: names from a
+    #: .seg.nrrd's segments, or organ-table values
+    segments: tuple[tuple[int, str], ...] = ()
 
     def to_json(self) -> str:
         d = asdict(self)
         d["emptied_organs"] = list(self.emptied_organs)
         d["annotated_slices"] = list(self.annotated_slices)
+        d["segments"] = {str(v): n for v, n in self.segments}
         return json.dumps(d, indent=1)
+
+    @property
+    def segment_names(self) -> dict[int, str] | None:
+        return dict(self.segments) if self.segments else None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,10 @@ class InboxEntry:
         return (self.mtime_ns, self.name)
 
 
+def _has_label_suffix(name: str) -> bool:
+    return name.lower().endswith(LABEL_SUFFIXES)
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -95,9 +111,18 @@ def write_submission(
     note: str = "",
     submitted_at: str | None = None,
     annotated_slices: tuple[int, ...] = (),
+    package: str = "",
+    segments: Mapping[int, str] | None = None,
 ) -> InboxEntry:
-    """Put a revision (label file) or confirmation into the inbox atomically (the CLI's side)."""
+    """Put a revision (label file) or confirmation into the inbox atomically (``alqa submit`` and ``alqa serve``).
+
+    The label file is copied as it is (NIfTI, NRRD or a 3D Slicer .seg.nrrd);
+    the submissions sensor reads and validates it. ``package`` names the work
+    package version answered; ``segments`` maps file values to organ names.
+    """
     validate_case_id(case_id, label_file)
+    if package:
+        validate_package_id(package, label_file)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if (kind == "revised") != (label_file is not None):
@@ -113,13 +138,14 @@ def write_submission(
         label_file = Path(label_file)
         if not label_file.is_file():
             raise AlqaInputError(label_file, "label file does not exist")
-        label_path = inbox / f"{name}.nii.gz"
+        label_path = inbox / f"{name}{label_suffix(label_file)}"
         with atomic_path(label_path) as tmp:
             shutil.copyfile(label_file, tmp)
     if annotated_slices and kind != "revised":
         raise ValueError("only a revision can be slice-level; a confirmation covers the whole volume")
     slices = tuple(sorted({int(k) for k in annotated_slices}))
-    meta = SubmissionMeta(case_id, annotator, kind, submitted_at or _now_iso(), tuple(emptied_organs), note, slices)
+    names = tuple(sorted((int(v), str(n)) for v, n in (segments or {}).items()))
+    meta = SubmissionMeta(case_id, annotator, kind, submitted_at or _now_iso(), tuple(emptied_organs), note, slices, package, names)
     meta_path = atomic_write_text(inbox / f"{name}.json", meta.to_json())
     return InboxEntry(name, meta_path, label_path, meta_path.stat().st_mtime_ns)
 
@@ -142,23 +168,24 @@ def scan_inbox(
         if de.name.startswith("."):
             continue
         if de.is_dir():
-            # hand drops: inbox/<annotator>/<case_id>.nii.gz
+            # hand drops: inbox/<annotator>/<case_id>.nii.gz (or .seg.nrrd, .nrrd, .nii)
             for sub in os.scandir(de.path):
-                if sub.name.startswith(".") or not sub.name.endswith(".nii.gz") or not sub.is_file():
+                if sub.name.startswith(".") or not _has_label_suffix(sub.name) or not sub.is_file():
                     continue
                 st = sub.stat()
                 if now_ns - st.st_mtime_ns < settle_seconds * 1e9:
                     continue
                 entries.append(InboxEntry(f"{de.name}/{sub.name}", None, Path(sub.path), st.st_mtime_ns))
             continue
-        for suffix in (".json", ".nii.gz"):
+        for suffix in (".json", *LABEL_SUFFIXES):
             if de.name.endswith(suffix):
-                names.setdefault(de.name[: -len(suffix)], {})[suffix] = de
+                names.setdefault(de.name[: -len(suffix)], {})["label" if suffix != ".json" else "json"] = de
+                break
     for stem, files in names.items():
-        meta = files.get(".json")
+        meta = files.get("json")
         if meta is None:
             continue  # the sidecar is written last: not complete yet
-        label = files.get(".nii.gz")
+        label = files.get("label")
         entries.append(InboxEntry(stem, Path(meta.path), Path(label.path) if label else None, meta.stat().st_mtime_ns))
     entries.sort(key=lambda e: e.cursor_key)
     if after is not None:
@@ -170,7 +197,7 @@ def read_meta(entry: InboxEntry) -> SubmissionMeta:
     """The entry's metadata: its JSON sidecar, or derived from a hand drop's path."""
     if entry.meta_path is None:
         annotator, fname = entry.name.split("/", 1)
-        case_id = fname[: -len(".nii.gz")]
+        case_id = fname[: -len(label_suffix(fname))]
         when = datetime.fromtimestamp(entry.mtime_ns / 1e9, timezone.utc).isoformat()
         return SubmissionMeta(case_id, annotator, "revised", when)
     try:
@@ -183,7 +210,11 @@ def read_meta(entry: InboxEntry) -> SubmissionMeta:
             emptied_organs=tuple(raw.get("emptied_organs", ())),
             note=str(raw.get("note", "")),
             annotated_slices=tuple(sorted({int(k) for k in raw.get("annotated_slices") or ()})),
+            package=str(raw.get("package") or ""),
+            segments=tuple(sorted((int(v), str(n)) for v, n in (raw.get("segments") or {}).items())),
         )
+        if meta.package:
+            validate_package_id(meta.package, entry.meta_path)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AlqaInputError(entry.meta_path, f"unreadable submission sidecar ({exc})") from exc
     if meta.kind not in KINDS:
@@ -199,3 +230,19 @@ def submitted_slices(row) -> tuple[int, ...]:
     if raw is None or (isinstance(raw, float) and np.isnan(raw)):
         return ()
     return tuple(int(k) for k in str(raw).split(",") if k.strip())
+
+
+def _row_text(row, name: str) -> str:
+    raw = getattr(row, name, "") if not isinstance(row, dict) else row.get(name, "")
+    return "" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else str(raw)
+
+
+def submitted_package(row) -> str:
+    """The work package version a ``submissions`` row answers ("" for rows recorded before packages had versions)."""
+    return _row_text(row, "package_id")
+
+
+def submitted_segments(row) -> dict[int, str] | None:
+    """A ``submissions`` row's file value -> organ name map (None: names from the file, or organ-table values)."""
+    text = _row_text(row, "segments")
+    return {int(v): str(n) for v, n in json.loads(text).items()} if text and text != "{}" else None

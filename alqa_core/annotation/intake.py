@@ -19,12 +19,13 @@ from typing import Collection
 import pandas as pd
 
 from alqa_core.annotation.inbox import InboxEntry, scan_inbox, submitted_slices
+from alqa_core.annotation.packages import package_of, package_pseudo_label
 from alqa_core.annotation.store import move_into_store, quarantine_entry, store_record, stored_path
 from alqa_core.annotation.validation import Verdict, validate_entry
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.errors import AlqaInputError
-from alqa_core.io.nifti import read_grid, read_label
+from alqa_core.io.nifti import read_grid
 from alqa_core.organs import OrganTable
 from alqa_core.workspace import WorkspaceLayout
 
@@ -51,12 +52,14 @@ class IntakeResult:
     deferred: tuple[str, ...] = ()
 
 
-def _pseudo_of(layout: WorkspaceLayout, round_index: int):
-    def pseudo(case_id: str):
-        path = layout.work_package(round_index, case_id) / "pseudo_label.nii.gz"
-        return read_label(path) if round_index >= 0 and path.exists() else None
+def _package_of(layout: WorkspaceLayout):
+    """The package a submission answers (named, or the case's newest) and the pseudo label it handed out."""
 
-    return pseudo
+    def package(case_id: str, package_id: str):
+        found = package_of(layout, case_id, package_id or None)
+        return None if found is None else (found.package_id, package_pseudo_label(found))
+
+    return package
 
 
 def _row(v: Verdict, status: str, round_index: int, stored: Path | None) -> dict:
@@ -77,6 +80,8 @@ def _row(v: Verdict, status: str, round_index: int, stored: Path | None) -> dict
         "flags": "\n".join(v.flags),
         "organ_voxels": json.dumps(v.organ_voxels),
         "annotated_slices": ",".join(str(k) for k in meta.annotated_slices) if meta else "",
+        "package_id": v.package_id,
+        "segments": json.dumps({str(k): n for k, n in meta.segments}) if meta else "{}",
     }
 
 
@@ -123,12 +128,13 @@ def process_inbox(
     candidates = scan_inbox(layout.inbox, None, batch * WAIT_FACTOR + 1, settle_seconds)
     subs = catalog.read("submissions")
     recorded = _recorded(subs)
-    # A duplicate is the same content for the same case and slices (two cases can share bytes, e.g. an emptied
-    # label on one grid) that was taken before; a rejected file resubmitted with --slices or --emptied is new.
+    # A duplicate is the same content for the same case, slices and round (two cases can share bytes, e.g. an
+    # emptied label on one grid) that was taken before; a rejected file resubmitted with --slices or --emptied is
+    # new, and so is the same file re-sent in a later round: it answers that round.
     seen = set()
     if not subs.empty:
         taken = subs[subs.status.isin(["accepted", "duplicate"])]
-        seen = {(str(r.case_id), str(r.sha256), submitted_slices(r)) for r in taken.itertuples() if isinstance(r.sha256, str) and r.sha256}
+        seen = {(str(r.case_id), str(r.sha256), submitted_slices(r), int(r.round)) for r in taken.itertuples() if isinstance(r.sha256, str) and r.sha256}
     known = set(known_cases)
     redo, new, deferred, entries = [], [], [], []
     for entry in candidates[: batch * WAIT_FACTOR]:
@@ -144,7 +150,7 @@ def process_inbox(
                 entry,
                 known,
                 lambda c: read_grid(layout.raw_scan(c)),
-                _pseudo_of(layout, round_index),
+                _package_of(layout),
                 table,
                 limits.max_file_mb,
                 limits.volume_change_factor,
@@ -156,11 +162,11 @@ def process_inbox(
         if not v.accepted:
             new.append((entry, _row(v, "rejected", round_index, None)))
             continue
-        key = (v.meta.case_id, v.sha256, tuple(v.meta.annotated_slices))
+        key = (v.meta.case_id, v.sha256, tuple(v.meta.annotated_slices), int(round_index))
         status = "duplicate" if key in seen else "accepted"
         seen.add(key)
         store_record(v, layout.submissions_store)
-        new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path is not None))))
+        new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path))))
     if new:
         first = new[0][0]
         digest = hashlib.sha256(first.name.encode()).hexdigest()[:16]
@@ -187,3 +193,12 @@ def process_inbox(
         tuple(stuck),
         tuple(deferred),
     )
+
+
+def verdict_of(layout: WorkspaceLayout, entry_name: str) -> dict | None:
+    """The submissions row the intake recorded for an inbox entry (``alqa submit --wait``), or None while none."""
+    subs = Catalog(layout.catalog).read("submissions")
+    if subs.empty:
+        return None
+    rows = subs[subs.entry.astype(str) == entry_name]
+    return None if rows.empty else {k: ("" if isinstance(v, float) and v != v else v) for k, v in rows.iloc[-1].to_dict().items()}

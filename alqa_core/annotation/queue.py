@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -9,10 +10,12 @@ import pandas as pd
 
 from alqa_core.annotation.priority import AnnotationQueue, PriorityList, rank_cases, select_queue, summaries_from_records
 from alqa_core.annotation.work_package import WorkPackage, write_work_package
-from alqa_core.config.campaign import BudgetConfig
-from alqa_core.ensemble.pseudo_labels import case_pseudo_label
-from alqa_core.io.nifti import read_ct, read_soft_prediction
+from alqa_core.case_errors import failed_cases
+from alqa_core.catalog import Catalog
+from alqa_core.config.campaign import BudgetConfig, CampaignConfig
+from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction
 from alqa_core.organs import OrganTable
+from alqa_core.rounds import record_state
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -44,21 +47,58 @@ def queue_for_round(
 
 
 def write_packages(layout: WorkspaceLayout, queue: AnnotationQueue, round_index: int, table: OrganTable) -> list[WorkPackage]:
-    """One work package per queued case, everything on the case's original grid."""
+    """One work package version per queued case (round ``round_index``'s pseudo label and attention, on the original grid).
+
+    A version written before with the same content is reused, never rewritten.
+    """
     out = []
     for entry in queue.entries:
         ct = read_ct(layout.raw_scan(entry.case_id))
-        heat = read_soft_prediction(layout.attention_map(entry.case_id), table.names, "attention")
-        out.append(
-            write_work_package(
-                layout.work_package(round_index, entry.case_id),
-                entry.case_id,
-                round_index,
-                ct,
-                case_pseudo_label(layout, entry.case_id, table),
-                np.asarray(heat.array),
-                entry.organs,
-                table,
-            )
-        )
+        heat = read_soft_prediction(layout.attention_map(entry.case_id, round_index), table.names, "attention")
+        pseudo = read_label(layout.pseudo_label(entry.case_id, round_index))
+        out.append(write_work_package(layout.work_packages(entry.case_id), entry.case_id, round_index, ct, pseudo, np.asarray(heat.array), entry.organs, table))
     return out
+
+
+def priority_for_round(catalog: Catalog, round_index: int) -> PriorityList:
+    """Rank the round's cases by attention size, keep the list in the catalog, and mark the round predicted."""
+    attention = catalog.query("SELECT * FROM attention_organ WHERE round = ?", [round_index]) if catalog.partitions("attention_organ") else pd.DataFrame()
+    priority = priority_from_attention(attention, catalog.read("cases"))
+    catalog.write("priority", f"round_{round_index:03d}", pd.DataFrame(priority.to_records(round_index)))
+    predicted = 0 if attention.empty else attention.case_id.nunique()
+    refused = failed_cases(catalog, None)
+    record_state(catalog, round_index, "predicted", f"{predicted} cases predicted, {len(refused)} with an open error", cases_predicted=int(predicted), cases_with_errors=len(refused))
+    return priority
+
+
+@dataclass(frozen=True)
+class RoundQueue:
+    queue: AnnotationQueue
+    packages: tuple[WorkPackage, ...]
+    frame: pd.DataFrame
+
+
+def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfig, round_index: int) -> RoundQueue:
+    """The round's queue by the configured strategy, a work package version per queued case, and the round's state.
+
+    An empty queue (no case has attention left, or every one was reviewed)
+    converges the campaign; otherwise the round is ``queued``.
+    """
+    from alqa_core.qa.grades import latest_grades
+
+    attention = catalog.query("SELECT * FROM attention_organ WHERE round = ?", [round_index]) if catalog.partitions("attention_organ") else pd.DataFrame()
+    priority = priority_from_attention(attention, catalog.read("cases"))
+    subs = catalog.read("submissions")
+    answered = () if subs.empty else tuple(subs[(subs.status == "accepted") & (subs["round"] == round_index)].case_id)
+    queue = queue_for_round(priority, config.budget, answered, grades=latest_grades(catalog), predicted=catalog.read("qa_scores"))
+    packages = tuple(write_packages(layout, queue, round_index, config.organ_table))
+    frame = pd.DataFrame(queue.to_records(round_index), columns=["round", "position", "case_id", "dataset", "score", "organs"])
+    frame["package_id"] = [p.package_id for p in packages]
+    frame["work_package"] = [str(p.folder) for p in packages]
+    frame["created_at"] = [p.created_at for p in packages]
+    catalog.write("queue", f"round_{round_index:03d}", frame)
+    if frame.empty:
+        record_state(catalog, round_index, "converged", "the queue is empty: no case has attention left to review", queued=0)
+    else:
+        record_state(catalog, round_index, "queued", f"{len(frame)} cases queued (budget {queue.budget})", queued=len(frame))
+    return RoundQueue(queue, packages, frame)

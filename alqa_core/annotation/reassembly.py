@@ -28,13 +28,13 @@ only a generic ``kidney``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Sequence
 
 import numpy as np
 
-from alqa_core.ensemble.pseudo_labels import case_pseudo_label
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_label, write_label
 from alqa_core.organs import OrganTable, canonical_organ_name
@@ -107,6 +107,8 @@ class OrganProvenance:
 class ReassembledLabel:
     label: LabelMap
     provenance: tuple[OrganProvenance, ...]
+    #: the model round whose pseudo label filled the unreviewed organs (-1: not recorded)
+    pseudo_round: int = -1
 
     def to_records(self) -> list[dict]:
         """One row per organ for the catalog's ``provenance`` table.
@@ -126,6 +128,7 @@ class ReassembledLabel:
                 "volume_ml": p.voxels * self.label.voxel_volume_ml,
                 "revision_rule": REVISION_RULE if p.submission_id is not None else None,
                 "superseded": ",".join(p.superseded),
+                "pseudo_round": int(self.pseudo_round),
             }
             for p in self.provenance
         ]
@@ -202,7 +205,7 @@ def reassemble(
     if revision is not None:
         rev_where = f"{where} submission {revision.submission_id!r}"
         rev_names = _organ_set(table, revision.organs, rev_where)
-        if revision.kind == "revised":
+        if revision.label is not None:
             require_same_grid(pseudo.grid, revision.label.grid, rev_where, "the pseudo label")
 
     choices: list[tuple[str, Source, np.ndarray]] = []
@@ -210,8 +213,9 @@ def reassemble(
         if organ.name in orig_names:
             source, array = "original", original.array
         elif organ.name in rev_names:
+            # a confirmation's label is the pseudo label of the package it confirmed (what the annotator saw)
             source = revision.kind
-            array = revision.label.array if revision.kind == "revised" else pseudo.array
+            array = revision.label.array if revision.label is not None else pseudo.array
         else:
             source, array = "pseudo", pseudo.array
         choices.append((organ.name, source, array))
@@ -242,14 +246,18 @@ def reassemble(
 
 
 def reassemble_case(
-    layout: WorkspaceLayout, case_id: str, annotated_organs: Sequence[str], revisions: Sequence[Revision], table: OrganTable
+    layout: WorkspaceLayout, case_id: str, annotated_organs: Sequence[str], revisions: Sequence[Revision], table: OrganTable, round_index: int
 ) -> ReassembledLabel:
-    """original > revised > pseudo, organ by organ; writes the label, returns it with provenance."""
-    pseudo = case_pseudo_label(layout, case_id, table)
+    """original > revised > pseudo, organ by organ, with round ``round_index``'s pseudo label; writes the label.
+
+    Returns the label with its provenance; every provenance row records the
+    model round behind the pseudo label (``pseudo_round``).
+    """
+    pseudo = read_label(layout.pseudo_label(case_id, round_index))
     original = read_label(layout.original_label(case_id)) if annotated_organs else None
     result = reassemble(case_id, table, pseudo, original, tuple(annotated_organs), list(revisions) or None)
     write_label(layout.reassembled_label(case_id), result.label)
-    return result
+    return dataclasses.replace(result, pseudo_round=int(round_index))
 
 
 __all__ = [

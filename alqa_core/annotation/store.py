@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from alqa_core.annotation.inbox import InboxEntry
+from alqa_core.annotation.label_files import label_suffix
 from alqa_core.annotation.validation import Verdict
 from alqa_core.io.atomic import atomic_write_text
 
@@ -39,9 +40,9 @@ def _move_no_clobber(src: Path, dst: Path) -> None:
     os.unlink(src)
 
 
-def stored_path(store: Path, sha256: str, kind_has_label: bool) -> Path:
-    """Where an accepted entry's content lives: the label, or the record of a confirmation."""
-    return Path(store) / (f"{sha256}.nii.gz" if kind_has_label else f"{sha256}.json")
+def stored_path(store: Path, sha256: str, label_path: Path | None) -> Path:
+    """Where an accepted entry's content lives: its label file (keeping its type's suffix), or the record of a confirmation."""
+    return Path(store) / (f"{sha256}{label_suffix(label_path)}" if label_path is not None else f"{sha256}.json")
 
 
 def store_record(verdict: Verdict, store: Path) -> Path:
@@ -58,17 +59,17 @@ def store_record(verdict: Verdict, store: Path) -> Path:
 def move_into_store(entry: InboxEntry, sha256: str, store: Path) -> None:
     """Move whatever of ``entry`` is still in the inbox into the store (idempotent).
 
-    The label becomes ``<sha256>.nii.gz``, or ``<sha256>.<mtime_ns>.dup.nii.gz``
-    beside an earlier file with the same content; the sidecar becomes
-    ``<sha256>.<mtime_ns>.sidecar.json``.
+    The label becomes ``<sha256><suffix>`` (``.nii.gz``, ``.seg.nrrd``...), or
+    ``<sha256>.<mtime_ns>.dup<suffix>`` beside an earlier file with the same
+    content; the sidecar becomes ``<sha256>.<mtime_ns>.sidecar.json``.
     """
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     label = entry.label_path
     if label is not None and label.exists():
-        target = store / f"{sha256}.nii.gz"
+        target = stored_path(store, sha256, label)
         if target.exists() and not os.path.samefile(label, target):
-            target = store / f"{sha256}.{entry.mtime_ns}.dup.nii.gz"
+            target = store / f"{sha256}.{entry.mtime_ns}.dup{label_suffix(label)}"
         _move_no_clobber(label, target)
     if entry.meta_path is not None and entry.meta_path.exists():
         _move_no_clobber(entry.meta_path, store / f"{sha256}.{entry.mtime_ns}.sidecar.json")
@@ -78,7 +79,7 @@ def store_accepted(verdict: Verdict, store: Path) -> Path:
     """Move an accepted entry into the content-addressed store; returns the stored label or confirmation record."""
     record = store_record(verdict, store)
     move_into_store(verdict.entry, verdict.sha256, store)
-    return record if verdict.entry.label_path is None else stored_path(store, verdict.sha256, True)
+    return stored_path(store, verdict.sha256, verdict.entry.label_path) if verdict.entry.label_path is not None else record
 
 
 def quarantine_folder(entry: InboxEntry, quarantine: Path) -> Path:

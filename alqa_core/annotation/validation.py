@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alqa_core.annotation.inbox import InboxEntry, SubmissionMeta, read_meta
+from alqa_core.annotation.label_files import read_submitted_label
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.hashing import file_sha256
-from alqa_core.io.nifti import read_label
 from alqa_core.organs import OrganTable
 from alqa_core.volume import Grid, LabelMap
 from alqa_core.workspace import validate_case_id
@@ -30,6 +30,8 @@ class Verdict:
     flags: tuple[str, ...] = ()
     sha256: str = ""
     organ_voxels: dict = field(default_factory=dict)
+    #: the work package version the entry answers ("" when the case was never queued)
+    package_id: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -103,12 +105,19 @@ def validate_entry(
     entry: InboxEntry,
     known_cases: set[str] | frozenset[str],
     reference_of,
-    pseudo_of,
+    package_of,
     table: OrganTable,
     max_file_mb: float = 2048.0,
     volume_change_factor: float = 2.0,
 ) -> Verdict:
-    """Validate one inbox entry. ``reference_of(case) -> Grid``, ``pseudo_of(case) -> LabelMap | None``."""
+    """Validate one inbox entry against its case.
+
+    ``reference_of(case) -> Grid`` (the raw scan's; raises AlqaInputError while
+    the case is not ingested), ``package_of(case, package_id) -> (package_id,
+    pseudo LabelMap) | None``: the named work package, or the case's newest
+    when none is named (None: never queued; an unknown name raises
+    AlqaInputError, which rejects the entry).
+    """
     try:
         meta = read_meta(entry)
     except AlqaInputError as exc:
@@ -120,18 +129,25 @@ def validate_entry(
         return Verdict(entry, meta, (str(exc),))
     if meta.case_id not in known_cases:
         return Verdict(entry, meta, (f"{where}: case {meta.case_id!r} is not part of this campaign",))
+    try:
+        package = package_of(meta.case_id, meta.package)
+    except AlqaInputError as exc:
+        return Verdict(entry, meta, (f"{where}: {exc.reason}",))
+    package_id, pseudo = package if package is not None else ("", None)
     if meta.kind == "confirmed":
-        return Verdict(entry, meta, sha256=hashlib.sha256(entry.meta_path.read_bytes()).hexdigest())
+        if package is None:
+            return Verdict(entry, meta, (f"{where}: case {meta.case_id} has no work package to confirm (it was never queued)",))
+        return Verdict(entry, meta, sha256=hashlib.sha256(entry.meta_path.read_bytes()).hexdigest(), package_id=package_id)
     if entry.label_path is None:
         return Verdict(entry, meta, (f"{where}: a revision needs a label file",))
     size_mb = entry.label_path.stat().st_size / 2**20
     if size_mb > max_file_mb:
         return Verdict(entry, meta, (f"{entry.label_path}: {size_mb:.0f} MB exceeds the {max_file_mb:.0f} MB limit (not read)",))
+    reference = reference_of(meta.case_id)
     try:
-        label = read_label(entry.label_path)
+        label = read_submitted_label(entry.label_path, table, meta.segment_names, reference)
     except AlqaInputError as exc:
         return Verdict(entry, meta, (str(exc),))
-    reference, pseudo = reference_of(meta.case_id), pseudo_of(meta.case_id)
     if meta.annotated_slices and label.grid.matches(reference):
         problem = slice_revision_problem(meta.annotated_slices, reference, pseudo)
         if problem:
@@ -139,4 +155,4 @@ def validate_entry(
         label = apply_slice_revision(pseudo, label, meta.annotated_slices)
     reasons, flags, voxels = check_revision(label, reference, pseudo, table, meta.emptied_organs, volume_change_factor)
     reasons = tuple(f"{entry.label_path}: {r}" for r in reasons)
-    return Verdict(entry, meta, reasons, tuple(flags), file_sha256(entry.label_path), voxels)
+    return Verdict(entry, meta, reasons, tuple(flags), file_sha256(entry.label_path), voxels, package_id)

@@ -5,7 +5,7 @@
 - :mod:`.cleaning`: erosion then dilation, defined in millimetres;
 - :mod:`.size`: attention size per case, organ and axial slice;
 - :mod:`.compute`: :func:`compute_attention` and :func:`attention_from_predictions`;
-- :mod:`.case`: one case's attention in the workspace, and its preview.
+- :mod:`.case`: the attention of a round's cases in the workspace and the catalog, and previews.
 """
 
 import lazy_loader as lazy
@@ -15,7 +15,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "case": ["attention_preview", "case_attention"],
+        "case": ["attention_for_cases", "attention_preview", "case_attention"],
         "cleaning": ["CONNECTIVITY_26", "clean_mask", "clean_voxels", "ellipsoid_structure", "is_noop", "voxel_cube_structure"],
         "compute": ["AttentionResult", "attention_from_predictions", "compute_attention"],
         "constants": ["HIGH_U8", "QuietLevels", "entropy_lut", "quiet_levels", "std_threshold_int"],

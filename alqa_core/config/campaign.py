@@ -34,9 +34,27 @@ class DatasetSource:
 
 @dataclass(frozen=True)
 class ArchitectureConfig:
+    """A MONAI architecture trained here; ``members`` networks of it, differing only in their seed."""
+
     name: str
     size: str = "tiny"
     dropout: float = 0.0
+    #: networks of this architecture in the ensemble (seeds training.seed + k); Eq. 1's spread needs >= 2 members
+    members: int = 1
+
+    @property
+    def member_names(self) -> tuple[str, ...]:
+        """``unet`` for the first network, ``unet-s1``, ``unet-s2``... for the others (so adding members renames none)."""
+        return tuple(self.name if k == 0 else f"{self.name}-s{k}" for k in range(self.members))
+
+
+@dataclass(frozen=True)
+class TrainedMember:
+    """One network the campaign trains: its ensemble name, its architecture, and its seed offset."""
+
+    name: str
+    arch: ArchitectureConfig
+    seed_offset: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,14 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class RoundsConfig:
+    #: close a queued round by itself after this many hours (unanswered cases go back to the pool); None: never
+    timeout_hours: float | None = None
+    #: how many times the round sensor launches a round whose run failed before it stops and says so
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     #: share of labelled cases held out of training for the evaluation report (stable by case id)
     holdout_fraction: float = 0.2
@@ -96,11 +122,16 @@ class CampaignConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
     source_path: Path | None = None
 
     @property
+    def trained_members(self) -> tuple[TrainedMember, ...]:
+        return tuple(TrainedMember(name, a, k) for a in self.architectures for k, name in enumerate(a.member_names))
+
+    @property
     def member_names(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.architectures) + tuple(m.name for m in self.external_members)
+        return tuple(m.name for m in self.trained_members) + tuple(m.name for m in self.external_members)
 
 
 def _organ_table(value: Any, source: Path | None) -> OrganTable:
@@ -138,6 +169,8 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
             raise AlqaInputError(source, f"architectures[{i}].name: unknown {a.name!r}; known {list(architectures())}")
         if a.size not in SIZES:
             raise AlqaInputError(source, f"architectures[{i}].size: unknown {a.size!r}; known {list(SIZES)}")
+        if a.members < 1:
+            raise AlqaInputError(source, f"architectures[{i}].members: must be at least 1, got {a.members}")
     names = cfg.member_names
     if len(set(names)) != len(names):
         raise AlqaInputError(source, f"members: names must be unique, got {list(names)}")
@@ -151,6 +184,10 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
         raise AlqaInputError(source, f"budget.strategy: unknown {cfg.budget.strategy!r}; known {list(QUEUE_STRATEGIES)}")
     if cfg.submissions.max_per_tick < 1:
         raise AlqaInputError(source, f"submissions.max_per_tick: must be at least 1, got {cfg.submissions.max_per_tick}")
+    if cfg.rounds.timeout_hours is not None and cfg.rounds.timeout_hours <= 0:
+        raise AlqaInputError(source, f"rounds.timeout_hours: must be > 0 hours (or absent), got {cfg.rounds.timeout_hours}")
+    if cfg.rounds.max_attempts < 1:
+        raise AlqaInputError(source, f"rounds.max_attempts: must be at least 1, got {cfg.rounds.max_attempts}")
     if not 0 < cfg.budget.fraction <= 1:
         raise AlqaInputError(source, f"budget.fraction: must be in (0, 1], got {cfg.budget.fraction}")
 

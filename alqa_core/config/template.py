@@ -25,7 +25,10 @@ datasets:
 organ_table: default
 
 # Architectures trained here (MONAI): unet, segresnet, swinunetr, dynunet;
-# size `tiny` (tests, CPU demos) or `full`. Dropout > 0 enables MC dropout.
+# size `tiny` (tests, CPU demos) or `full`. `members`: networks of the
+# architecture, differing in their seed. The ensemble needs at least 2 members
+# in all (architectures x members + external members): attention's
+# inconsistency (Eq. 1) is the spread across them. Dropout > 0 enables MC dropout.
 architectures:
 {architectures}
 # Predictions from tools you already run (TotalSegmentator, nnU-Net): label maps
@@ -54,7 +57,7 @@ training:
 inference:
   roi_size_vox: [{roi}, {roi}, {roi}]
   overlap: 0.25
-  mc_samples: 0        # > 0: MC-dropout samples per member (needs dropout > 0)
+  mc_samples: 0        # > 0: each MC-dropout pass is an ensemble member (needs dropout > 0)
 
 attention:
   inconsistency_threshold: 0.1
@@ -65,6 +68,10 @@ budget:
   strategy: attention  # attention (priority list, 003) | outliers (QA failures first, 000)
   fraction: 0.05       # share of cases queued per round (AbdomenAtlas: top 5%)
   min_cases: 1
+
+rounds:
+  timeout_hours: null  # close a queued round by itself after this long (unanswered cases go back to the pool)
+  max_attempts: 3      # a round whose run failed is relaunched this many times at most
 
 submissions:
   max_file_mb: 2048          # larger files are refused before they are read
@@ -91,7 +98,7 @@ def render_template(
     name: str = "my_campaign",
     workspace_root: str = "./alqa_workspace",
     datasets: tuple[str, ...] = ("/path/to/Dataset001_Example",),
-    architectures: tuple[tuple[str, str], ...] = (("unet", "tiny"),),
+    architectures: tuple[tuple, ...] = (("unet", "tiny", 2),),
     spacing_mm: float = 1.5,
     patch_vox: int = 96,
     roi_vox: int = 96,
@@ -104,7 +111,7 @@ def render_template(
     qa_epochs: int = 200,
 ) -> str:
     ds = "".join(f"  - path: {p}\n" for p in datasets)
-    arch = "".join(f"  - name: {a}\n    size: {s}\n" for a, s in architectures) or "  []\n"
+    arch = "".join(f"  - name: {a[0]}\n    size: {a[1]}\n    members: {a[2] if len(a) > 2 else 1}\n" for a in architectures) or "  []\n"
     return TEMPLATE.format(
         name=name,
         workspace_root=workspace_root,

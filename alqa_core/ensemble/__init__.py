@@ -6,8 +6,8 @@
 - :mod:`.inference`: sliding-window probabilities, MC dropout, batches of cases (torch);
 - :mod:`.predict`: every member's soft prediction for a batch of cases (torch);
 - :mod:`.external`: predictions dropped in by the user (TotalSegmentator, nnU-Net), through class maps;
-- :mod:`.members`: a case's ensemble on disk (``members.json``), read back;
-- :mod:`.pseudo_labels`: the argmax of the ensemble mean.
+- :mod:`.members`: a case's ensemble of a round on disk (``members.json``), read back;
+- :mod:`.pseudo_labels`: the argmax of the ensemble mean, kept per round.
 
 Only the modules marked torch import torch or MONAI; names load on first use.
 """
@@ -22,10 +22,10 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "checkpoint": ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointMeta", "Lineage", "LoadedCheckpoint", "checkpoint_sha256", "load_checkpoint", "save_checkpoint", "utc_now_iso"],
         "device": ["resolve_device", "torch_threads"],
         "external": ["ExternalPrediction", "PROBABILITY_SLACK", "external_soft_prediction", "read_external_prediction"],
-        "inference": ["McResult", "PreparedNetwork", "binary_entropy", "effective_roi", "mc_dropout_predict", "predict_batch", "predict_batch_from_checkpoints", "predict_probabilities", "prepare_network"],
-        "members": ["MEMBERS_FILE", "MemberInfo", "load_ensemble", "load_preprocessed", "members_path", "write_members"],
+        "inference": ["McResult", "PreparedNetwork", "binary_entropy", "effective_roi", "mc_dropout_predict", "mc_member_name", "predict_batch", "predict_batch_from_checkpoints", "predict_probabilities", "prepare_network"],
+        "members": ["MEMBERS_FILE", "MemberInfo", "load_ensemble", "load_preprocessed", "members_path", "organs_with_few_members", "write_members"],
         "networks": ["BUILDERS", "build_network", "has_dropout"],
-        "predict": ["predict_cases"],
-        "pseudo_labels": ["case_pseudo_label", "pseudo_label"],
+        "predict": ["Predictions", "predict_cases", "predict_round"],
+        "pseudo_labels": ["case_pseudo_label", "latest_pseudo_round", "pseudo_label", "read_case_pseudo_label", "write_case_pseudo_label"],
     },
 )

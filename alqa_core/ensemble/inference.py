@@ -190,8 +190,11 @@ def predict_probabilities(
     passed through the sigmoid once. ``network`` may be a plain module (it is
     prepared for this call only) or a :class:`PreparedNetwork`.
     """
-    img = _check_image(image)
-    prepared = _as_prepared(network, config, mc_dropout=False)
+    return _probabilities(_as_prepared(network, config, mc_dropout=False), _check_image(image), config)
+
+
+def _probabilities(prepared: PreparedNetwork, img: np.ndarray, config: InferenceConfig) -> np.ndarray:
+    """One sliding-window pass of a prepared network (its dropout active if it was prepared for MC dropout)."""
     with torch.inference_mode():
         logits = _run_windows(prepared, img, config, lambda x: _forward(prepared, x))
         return _to_numpy(torch.sigmoid_(logits))
@@ -283,9 +286,14 @@ def _soft_prediction(probabilities: np.ndarray, case: PreprocessedCT, organs: tu
     return SoftPrediction(out, record.original.affine, tuple(organs), member)
 
 
+def mc_member_name(member: str, sample: int) -> str:
+    """The ensemble member an MC-dropout pass stands for: ``unet-mc03``."""
+    return f"{member}-mc{int(sample):02d}"
+
+
 def predict_batch(
     members: Iterable[tuple[str, torch.nn.Module]],
-    cases: Sequence[tuple[str, PreprocessedCT]],
+    cases: Iterable[tuple[str, PreprocessedCT]],
     config: InferenceConfig,
     organs: tuple[str, ...],
 ) -> Iterator[tuple[str, str, SoftPrediction]]:
@@ -293,29 +301,37 @@ def predict_batch(
 
     Outer loop over ``members`` (``(name, network)`` pairs; a generator is
     fine and keeps one model in memory at a time), inner loop over ``cases``
-    (``(case_id, PreprocessedCT)`` pairs): each network is prepared (copied
-    and moved to the device) exactly once per batch, never once per case.
-    Probabilities are mapped back to the case's original grid (linear) and
-    stored as uint8. With ``config.mc_samples`` > 0 each prediction is the
-    MC-dropout mean probability.
+    (a re-iterable of ``(case_id, PreprocessedCT)``, iterated once per
+    member: pass one that loads each case when reached, and memory holds one
+    case, not the batch). Each network is prepared (copied and moved to the
+    device) exactly once per batch, never once per case. Probabilities are
+    mapped back to the case's original grid (linear) and stored as uint8.
+
+    With ``config.mc_samples`` > 0 every MC-dropout pass is its own member
+    (:func:`mc_member_name`), so the passes' spread and entropies feed
+    Eq. 1-2 as members do; pass ``i`` is seeded ``config.mc_seed + i``.
     """
     organs = tuple(organs)
-    cases = list(cases)
     mc = config.mc_samples > 0
     for member, network in members:
         prepared = prepare_network(network, config, mc_dropout=mc)
+        devices = [prepared.device] if prepared.device.type == "cuda" else []
         for case_id, case in cases:
-            if mc:
-                probs = mc_dropout_predict(prepared, case.array, config.mc_samples, config).mean_probabilities
-            else:
-                probs = predict_probabilities(prepared, case.array, config)
-            yield case_id, member, _soft_prediction(probs, case, organs, member)
+            if not mc:
+                yield case_id, member, _soft_prediction(predict_probabilities(prepared, case.array, config), case, organs, member)
+                continue
+            for i in range(config.mc_samples):
+                with torch.random.fork_rng(devices=devices, device_type="cuda"):
+                    torch.manual_seed(config.mc_seed + i)
+                    probs = _probabilities(prepared, _check_image(case.array), config)
+                name = mc_member_name(member, i)
+                yield case_id, name, _soft_prediction(probs, case, organs, name)
         del prepared
 
 
 def predict_batch_from_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]],
-    cases: Sequence[tuple[str, PreprocessedCT]],
+    cases: Iterable[tuple[str, PreprocessedCT]],
     config: InferenceConfig,
     organs: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[str, str, SoftPrediction]]:
@@ -326,7 +342,6 @@ def predict_batch_from_checkpoints(
     checkpoint's organ table; a checkpoint whose table differs raises
     AlqaInputError naming it.
     """
-    cases = list(cases)
     expected = None if organs is None else tuple(organs)
     for member, path in checkpoints:
         loaded = load_checkpoint(path, "cpu")
@@ -339,6 +354,7 @@ def predict_batch_from_checkpoints(
 
 
 __all__ = [
+    "mc_member_name",
     "McResult",
     "PreparedNetwork",
     "binary_entropy",

@@ -30,7 +30,7 @@ MEMBERS_FILE = "members.json"
 @dataclass(frozen=True)
 class MemberInfo:
     name: str
-    kind: str  # "trained" | "external"
+    kind: str  # "trained" | "mc_sample" (one MC-dropout pass of a trained member) | "external"
     one_hot: bool
     covered_organs: tuple[str, ...]
     source: str
@@ -42,24 +42,30 @@ def load_preprocessed(layout: WorkspaceLayout, case_id: str) -> PreprocessedCT:
     return PreprocessedCT(np.asarray(array, dtype=np.float32), record)
 
 
-def load_ensemble(layout: WorkspaceLayout, case_id: str, table: OrganTable) -> tuple[list[SoftPrediction], list[MemberInfo]]:
-    """Every member's prediction of a case, restricted to the organs each member covers."""
-    path = members_path(layout, case_id)
+def load_ensemble(layout: WorkspaceLayout, case_id: str, table: OrganTable, round_index: int) -> tuple[list[SoftPrediction], list[MemberInfo]]:
+    """Every member's prediction of a case in round ``round_index``, restricted to the organs each member covers."""
+    path = members_path(layout, case_id, round_index)
     if not path.exists():
-        raise AlqaInputError(path, f"no soft predictions for case {case_id}; materialize soft_predictions first")
+        raise AlqaInputError(path, f"no soft predictions for case {case_id} in round {round_index}; materialize soft_predictions first")
     infos = [MemberInfo(**{**d, "covered_organs": tuple(d["covered_organs"])}) for d in json.loads(path.read_text())]
     preds = []
     for info in infos:
-        full = read_soft_prediction(layout.soft_prediction(case_id, info.name), table.names, info.name)
+        full = read_soft_prediction(layout.soft_prediction(case_id, info.name, round_index), table.names, info.name)
         keep = [table.names.index(o) for o in info.covered_organs]
         preds.append(SoftPrediction(np.asarray(full.array)[keep], full.affine, info.covered_organs, info.name))
     return preds, infos
 
 
-def write_members(layout: WorkspaceLayout, case_id: str, infos: Sequence[MemberInfo]) -> Path:
-    """The case's ``members.json``, written last (after every member's file), atomically."""
-    return atomic_write_text(members_path(layout, case_id), json.dumps([asdict(i) for i in infos], indent=1))
+def write_members(layout: WorkspaceLayout, case_id: str, round_index: int, infos: Sequence[MemberInfo]) -> Path:
+    """The case's ``members.json`` for the round, written last (after every member's file), atomically."""
+    return atomic_write_text(members_path(layout, case_id, round_index), json.dumps([asdict(i) for i in infos], indent=1))
 
 
-def members_path(layout: WorkspaceLayout, case_id: str) -> Path:
-    return layout.soft_prediction(case_id, "x").parent / MEMBERS_FILE
+def members_path(layout: WorkspaceLayout, case_id: str, round_index: int) -> Path:
+    return layout.soft_predictions(case_id, round_index) / MEMBERS_FILE
+
+
+def organs_with_few_members(infos: Sequence[MemberInfo], table: OrganTable, minimum: int = 2) -> dict[str, int]:
+    """Organs fewer than ``minimum`` members cover -> how many do (Eq. 1's spread needs at least two)."""
+    counts = {o: sum(o in i.covered_organs for i in infos) for o in table.names}
+    return {o: n for o, n in counts.items() if n < minimum}

@@ -7,12 +7,14 @@ bias"). An organ's mean is taken over the members that cover it only.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from alqa_core.ensemble.members import load_ensemble
 from alqa_core.errors import AlqaInputError
+from alqa_core.io.nifti import read_label, write_label
 from alqa_core.organs import OrganTable, canonical_organ_name
 from alqa_core.volume import LabelMap, SoftPrediction, require_same_grid
 from alqa_core.workspace import WorkspaceLayout
@@ -77,7 +79,24 @@ def pseudo_label(
     return LabelMap(best_value, ref.affine)
 
 
-def case_pseudo_label(layout: WorkspaceLayout, case_id: str, table: OrganTable) -> LabelMap:
-    """Argmax of the ensemble mean (each organ averaged over the members that cover it)."""
-    preds, infos = load_ensemble(layout, case_id, table)
+def case_pseudo_label(layout: WorkspaceLayout, case_id: str, table: OrganTable, round_index: int) -> LabelMap:
+    """Round ``round_index``'s argmax of the ensemble mean (each organ averaged over the members that cover it)."""
+    preds, infos = load_ensemble(layout, case_id, table, round_index)
     return pseudo_label(preds, table, covered=[i.covered_organs for i in infos])
+
+
+def write_case_pseudo_label(layout: WorkspaceLayout, case_id: str, table: OrganTable, round_index: int) -> Path:
+    """Compute the round's pseudo label once and keep it: queues, reassembly and evaluation read this file."""
+    return write_label(layout.pseudo_label(case_id, round_index), case_pseudo_label(layout, case_id, table, round_index))
+
+
+def read_case_pseudo_label(layout: WorkspaceLayout, case_id: str, round_index: int) -> LabelMap:
+    return read_label(layout.pseudo_label(case_id, round_index))
+
+
+def latest_pseudo_round(layout: WorkspaceLayout, case_id: str, round_index: int) -> int | None:
+    """The latest round at or before ``round_index`` that has a pseudo label of the case (None: never predicted)."""
+    for r in range(int(round_index), -1, -1):
+        if layout.pseudo_label(case_id, r).exists():
+            return r
+    return None

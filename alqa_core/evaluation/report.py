@@ -12,8 +12,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from alqa_core.ensemble.members import load_ensemble
-from alqa_core.ensemble.pseudo_labels import case_pseudo_label
+from alqa_core.ensemble.members import load_ensemble, members_path
+from alqa_core.ensemble.pseudo_labels import read_case_pseudo_label
 from alqa_core.evaluation.segmentation import evaluate_case, to_records
 from alqa_core.evaluation.statistics import paired_tests, summarize
 from alqa_core.io.nifti import read_label
@@ -35,10 +35,12 @@ def evaluate_round(
     by_case = cases.set_index("case_id")
     rows = []
     for case_id in holdout:
+        if not members_path(layout, case_id, round_index).exists():
+            continue  # refused at ingest, or no member predicted it this round (case_errors says why)
         organs = [o for o in str(by_case.loc[case_id].annotated_organs).split(",") if o]
         gt = read_label(layout.original_label(case_id))
-        preds, _ = load_ensemble(layout, case_id, table)
-        labels = [("ensemble", case_pseudo_label(layout, case_id, table))] + [(p.member, _member_label(p, table)) for p in preds]
+        preds, _ = load_ensemble(layout, case_id, table, round_index)
+        labels = [("ensemble", read_case_pseudo_label(layout, case_id, round_index))] + [(p.member, _member_label(p, table)) for p in preds]
         for member, label in labels:
             for r in to_records(evaluate_case(label, gt, table, organs, tolerance_mm, case_id)):
                 rows.append({**r, "round": int(round_index), "member": member})

@@ -1,4 +1,7 @@
-"""The product out: the labelled dataset exported in nnU-Net v2 raw layout with provenance.
+"""The product out: the labelled dataset, every case, exported with provenance and a dataset card.
+
+- :mod:`.nnunet`: nnU-Net v2 raw layout, provenance.csv, organ_summary.csv;
+- :mod:`.card`: the dataset card (README.md): rounds, human review per organ, annotators.
 """
 
 import lazy_loader as lazy
@@ -8,6 +11,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "nnunet": ["ExportResult", "export_nnunet"],
+        "card": ["HUMAN", "SOURCES", "dataset_card", "organ_summary"],
+        "nnunet": ["ExportResult", "SOURCES", "export_cases", "export_nnunet"],
     },
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
@@ -68,11 +69,17 @@ def load_case_label_report(
     class_map: ClassMap,
     table: OrganTable = DEFAULT_ORGAN_TABLE,
     reference: Grid | None = None,
+    named_values: Collection[int] | None = None,
 ) -> CaseLabel | None:
     """The case's label in organ-table values on its image grid, or None for an unlabeled case.
 
     Only the case's annotated organs are kept: other values count as unmapped.
     ``reference`` defaults to the image grid read from the image header.
+    ``named_values``: the values the dataset's ``labels`` name; a label voxel
+    with any other value is refused (the file and the values are named), so a
+    mislabelled file is not silently thinned out. None (a dataset that
+    declares a class-map preset, such as TotalSegmentator's ~100 classes)
+    drops the values the organ table lacks, with a warning.
     """
     if case.label_path is None:
         return None
@@ -83,6 +90,10 @@ def load_case_label_report(
         class_map.name, {v: o for v, o in class_map.source_to_organ.items() if o in case.annotated_organs}
     )
     result = remap_labels(array, annotated, table)
+    if named_values is not None:
+        unnamed = sorted(int(v) for v in result.unmapped_values if int(v) not in set(named_values))
+        if unnamed:
+            raise AlqaInputError(case.label_path, f"label values {unnamed} are not named in dataset.json's labels {sorted(named_values)}")
     if result.unmapped_voxels:
         log.warning(
             "%s: %d labelled voxels with values %s map to no annotated organ (set to background)",

@@ -16,16 +16,19 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.config.sections import PreprocessConfig
+from alqa_core.errors import AlqaInputError
 from alqa_core.ingest.case_files import load_case_image, load_case_label_report
 from alqa_core.ingest.dataset import CaseRecord, DatasetRecord, ExternalPredictionRecord, read_datasets
 from alqa_core.ingest.preprocess import preprocess_ct
-from alqa_core.io.atomic import atomic_write_text
+from alqa_core.io.atomic import atomic_write_bytes, atomic_write_text
 from alqa_core.io.nifti import read_ct, read_grid, read_label, write_ct, write_label, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, ClassMap, OrganTable, class_map_preset, identity_class_map
 from alqa_core.render import render_overview
 from alqa_core.volume import LabelMap
+from alqa_core.workspace import WorkspaceLayout
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,13 @@ class CampaignIndex:
     def cases(self) -> dict[str, CaseRecord]:
         return {c.case_id: c for d in self.datasets for c in d.cases}
 
+    def case(self, case_id: str) -> CaseRecord:
+        """The case's record; an input error if no dataset of the campaign has it (any more)."""
+        found = self.cases.get(case_id)
+        if found is None:
+            raise AlqaInputError(None, f"case {case_id!r} is in none of the campaign's datasets {[str(d.root) for d in self.datasets]}")
+        return found
+
     def dataset_of(self, case_id: str) -> DatasetRecord:
         for d in self.datasets:
             if case_id in d.case_ids:
@@ -49,20 +59,22 @@ class CampaignIndex:
 
     def cases_frame(self) -> pd.DataFrame:
         """Rows for the catalog's ``cases`` table."""
-        return pd.DataFrame(
-            [
-                {
-                    "case_id": c.case_id,
-                    "dataset": c.dataset,
-                    "split": c.split,
-                    "image_format": c.image_format,
-                    "has_label": c.label_path is not None,
-                    "annotated_organs": ",".join(c.annotated_organs),
-                }
-                for c in self.cases.values()
-            ],
-            columns=["case_id", "dataset", "split", "image_format", "has_label", "annotated_organs"],
-        )
+        return pd.DataFrame([case_row(c) for c in self.cases.values()], columns=list(CASE_COLUMNS))
+
+
+CASE_COLUMNS = ("case_id", "dataset", "split", "image_format", "has_label", "annotated_organs")
+
+
+def case_row(case: CaseRecord) -> dict:
+    """The case's row of the catalog's ``cases`` table."""
+    return {
+        "case_id": case.case_id,
+        "dataset": case.dataset,
+        "split": case.split,
+        "image_format": case.image_format,
+        "has_label": case.label_path is not None,
+        "annotated_organs": ",".join(case.annotated_organs),
+    }
 
 
 def member_class_maps(config: CampaignConfig) -> dict[str, ClassMap]:
@@ -134,7 +146,8 @@ def ingest_label(case: CaseRecord, dataset: DatasetRecord, table: OrganTable, ra
     partition; its empty ``annotated_organs`` says that nothing in it is a label.
     """
     reference = read_grid(raw_scan)
-    report = load_case_label_report(case, dataset.class_map, table, reference)
+    named = None if dataset.preset else dataset.named_values
+    report = load_case_label_report(case, dataset.class_map, table, reference, named)
     if report is None:
         label = LabelMap(np.zeros(reference.shape, dtype=np.uint8), reference.affine)
         annotated: tuple[str, ...] = ()
@@ -178,3 +191,26 @@ def scan_preview(raw_scan: Path, label: Path | None = None, table: OrganTable | 
     ct = read_ct(raw_scan)
     lab = None if label is None else np.asarray(read_label(label).array)
     return render_overview(ct.array, ct.affine, table or DEFAULT_ORGAN_TABLE, lab)
+
+
+def write_scan_preview(out: Path, raw_scan: Path, label: Path | None = None, table: OrganTable | None = None) -> Path:
+    """:func:`scan_preview` as a PNG file in the workspace (previews stay out of Dagster's event database)."""
+    return atomic_write_bytes(out, scan_preview(raw_scan, label, table))
+
+
+def ingest_case_scan(index: CampaignIndex, case_id: str, layout: WorkspaceLayout, catalog: Catalog) -> ScanSummary:
+    """One case's scan into the workspace, and its rows in the ``cases`` and ``geometry`` tables."""
+    case = index.case(case_id)
+    summary = ingest_scan(case, layout.raw_scan(case_id))
+    catalog.write("cases", case_id, pd.DataFrame([case_row(case)], columns=list(CASE_COLUMNS)))
+    catalog.write("geometry", case_id, pd.DataFrame([summary.geometry_row()]))
+    return summary
+
+
+def ingest_case_label(index: CampaignIndex, case_id: str, table: OrganTable, layout: WorkspaceLayout) -> LabelSummary:
+    """One case's original (partial) label, on its raw scan's grid."""
+    return ingest_label(index.case(case_id), index.dataset_of(case_id), table, layout.raw_scan(case_id), layout.original_label(case_id))
+
+
+def preprocess_case(case_id: str, layout: WorkspaceLayout, config: PreprocessConfig) -> PreprocessSummary:
+    return preprocess_scan(layout.raw_scan(case_id), layout.preprocessed(case_id), layout.grid_record(case_id), config)

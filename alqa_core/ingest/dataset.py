@@ -76,6 +76,10 @@ class DatasetRecord:
     file_ending: str
     cases: tuple[CaseRecord, ...]
     predictions: tuple[ExternalPredictionRecord, ...]
+    #: the values dataset.json's ``labels`` names (a label file may hold only these)
+    named_values: tuple[int, ...] = ()
+    #: the class-map preset the dataset declares ("alqa": {"class_map": ...}); its other values are dropped knowingly
+    preset: str | None = None
 
     @property
     def case_ids(self) -> tuple[str, ...]:
@@ -306,7 +310,8 @@ def read_dataset(
     meta = _read_json(json_path, "dataset.json")
     file_ending = _check_dataset_json(json_path, meta)
     labels = _labels(json_path, meta)
-    class_map = _preset(json_path, meta.get("alqa"), '"alqa" block') or class_map_from_labels(root.name, labels)
+    preset = _preset(json_path, meta.get("alqa"), '"alqa" block')
+    class_map = preset or class_map_from_labels(root.name, labels)
     annotated, unknown = _annotated_organs(json_path, labels, class_map, table)
     images = _scan_images(root, file_ending)
     label_paths = _scan_labels(root, file_ending, images)
@@ -323,7 +328,8 @@ def read_dataset(
         for case_id, (split, path, fmt) in sorted(images.items())
     )
     predictions = _scan_predictions(root, set(images), class_map, members)
-    return DatasetRecord(root.name, root, class_map, annotated, unknown, file_ending, cases, predictions)
+    named = tuple(sorted(set(labels.values())))
+    return DatasetRecord(root.name, root, class_map, annotated, unknown, file_ending, cases, predictions, named, None if preset is None else preset.name)
 
 
 def read_datasets(

@@ -8,7 +8,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
-        "atomic": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "copy_atomic"],
+        "atomic": ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "copy_atomic"],
         "dicom": ["DicomSeriesInfo", "LPS_TO_RAS", "MISSING_SLICE_FACTOR", "codec_hint", "list_dicom_series", "read_dicom_grid", "read_dicom_series"],
         "hashing": ["CHUNK_BYTES", "file_sha256", "is_sha256_hex"],
         "nifti": ["NIFTI_SUFFIXES", "integral_labels", "read_ct", "read_grid", "read_label", "read_nifti_array", "read_soft_prediction", "write_ct", "write_label", "write_nifti", "write_soft_prediction"],

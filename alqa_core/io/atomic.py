@@ -48,6 +48,31 @@ def atomic_write_text(target: str | Path, text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``target``; rename it onto ``target`` on success.
+
+    A reader never sees a half-written folder. ``target`` is never replaced:
+    if it exists when the rename comes, the new folder is dropped and
+    FileExistsError is raised (the caller decides whether that is fine, e.g.
+    an immutable, content-addressed folder written twice).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)  # atomic; fails when target is a non-empty folder
+        except OSError as exc:
+            if target.exists():
+                raise FileExistsError(f"{target}: already exists; a folder is never replaced") from exc
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def copy_atomic(src: Path, dst: Path) -> Path:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)

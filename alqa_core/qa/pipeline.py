@@ -11,7 +11,7 @@ import pandas as pd
 from alqa_core.catalog import Catalog
 from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX, QARegressorConfig
 from alqa_core.ensemble.members import load_preprocessed
-from alqa_core.ensemble.pseudo_labels import case_pseudo_label
+from alqa_core.ensemble.pseudo_labels import read_case_pseudo_label
 from alqa_core.ingest.preprocess import preprocess_label
 from alqa_core.io.atomic import atomic_write_bytes
 from alqa_core.organs import OrganTable
@@ -29,10 +29,10 @@ class CaseMontages:
     small_png: bytes
 
 
-def write_case_montages(layout: WorkspaceLayout, case_id: str, table: OrganTable) -> CaseMontages:
-    """The preprocessed CT's axial slices with the ensemble's pseudo label overlaid (1344 and 256 px)."""
+def write_case_montages(layout: WorkspaceLayout, case_id: str, table: OrganTable, round_index: int) -> CaseMontages:
+    """The preprocessed CT's axial slices with the round's pseudo label overlaid (1344 and 256 px)."""
     pre = load_preprocessed(layout, case_id)
-    label = preprocess_label(case_pseudo_label(layout, case_id, table), pre.record)
+    label = preprocess_label(read_case_pseudo_label(layout, case_id, round_index), pre.record)
     full = qa_montage(pre.array, label, table, MONTAGE_PX)
     small_png = montage_png(downsample(full, REGRESSOR_PX))
     full_path = atomic_write_bytes(layout.montage(case_id, MONTAGE_PX), montage_png(full))

@@ -57,7 +57,7 @@ from alqa_core.ensemble.checkpoint import load_checkpoint, save_checkpoint
 from alqa_core.ensemble.inference import binary_entropy, predict_probabilities
 from alqa_core.ensemble.members import load_preprocessed
 from alqa_core.ensemble.predict import predict_cases
-from alqa_core.ensemble.pseudo_labels import case_pseudo_label
+from alqa_core.ensemble.pseudo_labels import read_case_pseudo_label
 from alqa_core.errors import AlqaInputError
 from alqa_core.evaluation.attention_eval import evaluate_attention
 from alqa_core.evaluation.segmentation import evaluate_case
@@ -209,12 +209,12 @@ def _train_members(members, cases, config, table, spacing, parents, out_dir: Pat
 # ------------------------------------------------------------------ per round
 
 
-def _evaluate_test(layout, test_ids, checkpoints, config, table, campaign_root) -> list[dict]:
-    predict_cases(layout, test_ids, sorted(checkpoints.items()), {}, config.inference, table)
+def _evaluate_test(layout, test_ids, checkpoints, config, table, campaign_root, round_index) -> list[dict]:
+    predict_cases(layout, test_ids, sorted(checkpoints.items()), {}, config.inference, table, round_index)
     rows = []
     for cid in test_ids:
         gt = read_label(ground_truth_path(campaign_root, cid))
-        pred = case_pseudo_label(layout, cid, table)
+        pred = read_case_pseudo_label(layout, cid, round_index)
         for m in evaluate_case(pred, gt, table, present_organs(gt, table), config.nsd_tolerance_mm, cid):
             rows.append({"case_id": cid, "organ": m.organ, "dice": m.dice, "nsd": m.nsd, "hd95_mm": m.hd95_mm})
     return rows
@@ -233,13 +233,13 @@ def _fill_volumes(name: str, order: Sequence[str], extent: dict[str, range], bud
 
 def _attention_round(strategy, layout, pool, cases, checkpoints, config, table, campaign_root, round_index, extent, budget):
     """Attention/outlier queue over the pool; returns the selection and (sensitivity, precision)."""
-    predict_cases(layout, pool, sorted(checkpoints.items()), {}, config.inference, table)
+    predict_cases(layout, pool, sorted(checkpoints.items()), {}, config.inference, table, round_index)
     summaries, scores, grades = [], [], []
     for cid in pool:
-        result = case_attention(layout, cid, cases[cid].dataset, cases[cid].annotated_organs, config.attention, table)
+        result = case_attention(layout, cid, cases[cid].dataset, cases[cid].annotated_organs, config.attention, table, round_index)
         summaries.append(CaseAttentionSummary.from_size(result.size))
         gt = read_label(ground_truth_path(campaign_root, cid))
-        pseudo = case_pseudo_label(layout, cid, table)
+        pseudo = read_case_pseudo_label(layout, cid, round_index)
         maps = {o: result.organ_heatmap(o) for o in result.organs}
         scores += [s for s in evaluate_attention(maps, pseudo, gt, table, case_id=cid)]
         if strategy == "outliers":
@@ -351,7 +351,7 @@ def simulate(
     t0 = time.perf_counter()
     m0 = _train_members(members, _training_set(pool, originals, truths, set(), {}, table, val_cases), cfg, table, spacing, None,
                         workdir / "checkpoints" / "initial" / "round_000", 0)
-    base_metrics = _evaluate_test(layout, test, m0, cfg, table, campaign_root)
+    base_metrics = _evaluate_test(layout, test, m0, cfg, table, campaign_root, 0)
     base_seconds = time.perf_counter() - t0
 
     rounds, metrics, selections = [], [], []
@@ -381,7 +381,7 @@ def simulate(
             cases_r = _training_set(pool, originals, truths, whole, answered, table, val_cases)
             checkpoints = _train_members(members, cases_r, finetune_cfg, table, spacing, checkpoints,
                                          workdir / "checkpoints" / strategy / f"round_{r:03d}", r)
-            round_metrics = _evaluate_test(layout, test, checkpoints, cfg, table, campaign_root)
+            round_metrics = _evaluate_test(layout, test, checkpoints, cfg, table, campaign_root, r)
             metrics += [{"strategy": strategy, "round": r, **m} for m in round_metrics]
             rounds.append(_summary_row(strategy, r, round_metrics, selection.effort_slices, cumulative, config.budget_per_round,
                                        selection.case_ids, selection.n_slices, manifest, att, time.perf_counter() - t0))

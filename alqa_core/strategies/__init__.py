@@ -1,7 +1,7 @@
 """Slice- and volume-level query strategies at equal annotation effort (004_03246784a706ec26.txt).
 
 - :mod:`.uncertainty`: slice uncertainty curves, candidate slices, volume uncertainty;
-- :mod:`.effort_model`: the effort model (a volume's first slice 1, each further slice 1/3);
+- :mod:`.effort`: the effort model (a volume's first slice 1, each further slice 1/3);
 - :mod:`.selection`: USS, RSS, UVS, RVS and foreground-aware random, by name;
 - :mod:`.partial`: training cases annotated on selected slices only.
 """

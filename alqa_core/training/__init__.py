@@ -1,5 +1,6 @@
 """Stage 5, training: the round's training set, training on partial labels, fine-tuning.
 
+- :mod:`.round_start`: opening a round (its index, its training set, its state row);
 - :mod:`.training_set`: which label teaches which organs of which case; the manifest; the hold-out;
 - :mod:`.data`: training items on the preprocessed grid;
 - :mod:`.cases`: the training item (image, partial label, annotated organs and voxels);
@@ -9,7 +10,7 @@
 - :mod:`.validation`: per-organ Dice on whole volumes (torch);
 - :mod:`.trainer`: train or fine-tune one network (torch);
 - :mod:`.qa_loss`: the optional QA-regressor loss on unlabeled cases (001) (torch);
-- :mod:`.fit`: one checkpoint per architecture for a round.
+- :mod:`.fit`: one checkpoint per ensemble member for a round.
 """
 
 import lazy_loader as lazy
@@ -22,12 +23,13 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "cases": ["TrainingCase", "one_hot_organs"],
         "data": ["annotated_voxels_of", "load_training_case", "load_training_cases"],
         "early_stopping": ["EarlyStopping", "best_epoch", "running_best", "should_stop"],
-        "fit": ["CheckpointSummary", "qa_loss_term", "train_architecture"],
+        "fit": ["CheckpointSummary", "RoundTraining", "qa_loss_term", "train_member", "train_round"],
         "losses": ["SMOOTH_DR", "SMOOTH_NR", "masked_dice_bce_loss", "masked_soft_dice_per_organ", "voxel_weights"],
         "qa_loss": ["QALossTerm", "UnlabeledCase", "build_qa_loss", "montage_slice_indices", "qa_montage_tensor"],
+        "round_start": ["OpenedRound", "next_round", "open_round"],
         "sampling": ["Batch", "PaddedCase", "Patch", "PatchSampler", "collate", "crop_start", "prepare_case", "sample_patch"],
         "trainer": ["EpochFinished", "EpochRecord", "ExtraLoss", "ProgressEvent", "TrainResult", "TrainingFinished", "TrainingStarted", "check_parent_matches", "resolve_amp", "split_cases", "train"],
-        "training_set": ["TrainingSource", "fingerprint", "holdout_cases", "is_holdout", "manifest", "next_round_index", "select_sources", "sources_from_manifest", "training_set_fingerprint"],
+        "training_set": ["TrainingSource", "fingerprint", "holdout_cases", "is_holdout", "manifest", "select_sources", "sources_from_manifest", "training_set_fingerprint"],
         "validation": ["case_dice", "mean_dice", "predict_logits", "validation_dice"],
     },
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -9,11 +10,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from alqa_core.catalog import Catalog
+from alqa_core.config.campaign import CampaignConfig, TrainedMember
 from alqa_core.config.models import ModelSpec
+from alqa_core.config.sections import TrainConfig
 from alqa_core.io.nifti import read_nifti_array
 from alqa_core.organs import OrganTable
+from alqa_core.rounds import current_round, record_state
 from alqa_core.training.cases import TrainingCase
-from alqa_core.training.training_set import TrainingSource, is_holdout
+from alqa_core.training.training_set import TrainingSource, fingerprint, is_holdout, sources_from_manifest
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -68,11 +73,11 @@ def qa_loss_term(
     return build_qa_loss(config, unlabeled, table)
 
 
-def train_architecture(
+def train_member(
     layout: WorkspaceLayout,
-    arch,
+    member: TrainedMember,
     cases: Sequence[TrainingCase],
-    config,
+    config: TrainConfig,
     table: OrganTable,
     spacing_mm,
     round_index: int,
@@ -80,18 +85,57 @@ def train_architecture(
     progress=None,
     extra_loss=None,
 ) -> CheckpointSummary:
-    """Train (round 0) or fine-tune from the previous round's checkpoint, and save it."""
+    """Train one ensemble member (round 0, or no earlier checkpoint) or fine-tune it from its latest checkpoint; save it.
+
+    The member's seed is ``config.seed + member.seed_offset``, so members of
+    one architecture differ only in their initialisation and patches.
+    """
     from alqa_core.ensemble.checkpoint import save_checkpoint
     from alqa_core.training.trainer import train
 
-    parent = None
-    for r in range(round_index - 1, -1, -1):
-        if layout.checkpoint(arch.name, r).exists():
-            parent = layout.checkpoint(arch.name, r)
-            break
-    spec = ModelSpec(arch.name, arch.size, len(table), arch.dropout)
-    result = train(spec, cases, config, table, spacing_mm, parent, round_index, progress, training_set_sha256, extra_loss)
-    path = save_checkpoint(layout.checkpoint(arch.name, round_index), result.network, result.meta)
+    parent = layout.latest_checkpoint(member.name, round_index - 1) if round_index > 0 else None
+    spec = ModelSpec(member.arch.name, member.arch.size, len(table), member.arch.dropout)
+    seeded = dataclasses.replace(config, seed=config.seed + member.seed_offset)
+    result = train(spec, cases, seeded, table, spacing_mm, parent, round_index, progress, training_set_sha256, extra_loss)
+    path = save_checkpoint(layout.checkpoint(member.name, round_index), result.network, result.meta)
     return CheckpointSummary(
-        arch.name, path, round_index, parent, result.best_epoch, len(result.history), result.stopped_early, dict(result.meta.val_metrics)
+        member.name, path, round_index, parent, result.best_epoch, len(result.history), result.stopped_early, dict(result.meta.val_metrics)
     )
+
+
+@dataclass(frozen=True)
+class RoundTraining:
+    """What a round's training did: one summary per member trained, or why nothing was trained."""
+
+    round_index: int
+    summaries: tuple[CheckpointSummary, ...]
+    skipped: str = ""
+
+
+def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfig, device: str, progress=None) -> RoundTraining:
+    """Train or fine-tune every member on the round's manifest, record the checkpoints, and mark the round trained.
+
+    Nothing to do is not an error: with no architectures (an external-members
+    campaign) or an empty training set, nothing is trained, the round is
+    marked trained with the reason, and predictions use each member's latest
+    checkpoint, if it has one.
+    """
+    from alqa_core.training.data import load_training_cases
+
+    round_index = current_round(catalog)
+    sources = sources_from_manifest(catalog.read("training_set"), round_index)
+    skipped = (
+        "no architectures are configured (an external-members campaign): nothing to train" if not config.trained_members
+        else "the training set is empty (no labelled and no reviewed case): nothing to train" if not sources else ""
+    )
+    summaries: list[CheckpointSummary] = []
+    if not skipped:
+        cases = load_training_cases(sources, layout)
+        train_cfg = dataclasses.replace(config.training, device=device)
+        qa_term = qa_loss_term(config.qa_loss, layout, catalog.read("cases"), sources, config.organ_table, config.evaluation.holdout_fraction)
+        for member in config.trained_members:
+            summaries.append(train_member(layout, member, cases, train_cfg, config.organ_table, config.preprocess.spacing_mm, round_index, fingerprint(sources), progress, qa_term))
+            catalog.write("checkpoints", f"{member.name}_round_{round_index:03d}", pd.DataFrame([summaries[-1].record()]))
+    reason = skipped or f"{len(summaries)} member(s) trained on {len(sources)} items"
+    record_state(catalog, round_index, "trained", reason, members_trained=len(summaries))
+    return RoundTraining(round_index, tuple(summaries), skipped)

@@ -146,16 +146,11 @@ def manifest(sources: Sequence[TrainingSource], round_index: int) -> pd.DataFram
 
 def sources_from_manifest(frame: pd.DataFrame, round_index: int) -> list[TrainingSource]:
     """The sources a round's ``training_set`` manifest (catalog table) lists."""
-    rows = frame[frame["round"] == round_index] if not frame.empty else frame
+    if frame.empty or "origin" not in frame:  # an empty manifest (a round with nothing to train on)
+        return []
+    rows = frame[frame["round"] == round_index]
     out = []
     for r in rows.sort_values(["case_id", "origin"]).itertuples():
         organs = tuple(o for o in str(r.annotated_organs).split(",") if o)
         out.append(TrainingSource(r.case_id, Path(r.label_path), organs, r.origin, submitted_slices(r)))
     return out
-
-
-def next_round_index(current: int, queue_answered: bool) -> int:
-    """Round 0 first; a new round once the current round's queue is answered."""
-    if current < 0:
-        return 0
-    return current + 1 if queue_answered else current

@@ -1,14 +1,15 @@
-"""The ensemble stage (group ``ensemble``): every member's soft prediction per case."""
+"""The ensemble stage (group ``ensemble``): every member's soft prediction and the pseudo label, per case and round."""
 
-import dataclasses
 from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.annotation.rounds import current_round
-from alqa_core.ensemble.predict import predict_cases
-from alqa_core.ingest.cases import index_campaign
+from alqa_core.config.campaign import CampaignConfig
+from alqa_core.ensemble.members import organs_with_few_members
+from alqa_core.ensemble.predict import predict_round
+from alqa_core.rounds import current_round
 from alqa_dagster.defs.training import model_checkpoints
+from alqa_dagster.metadata import refusals
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
 
@@ -22,8 +23,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceReso
     kinds={"pytorch", "nifti"},
     pool="gpu",
     op_tags=GPU_TAGS,
-    description="Per-organ probabilities (uint8, p x 255) of every ensemble member on the ORIGINAL grid: the "
-    "round's trained checkpoints (sliding window, each loaded once per run) and the external members' files.",
+    description="Per-organ probabilities (uint8, p x 255) of every ensemble member on the ORIGINAL grid, kept per "
+    "round: each member's latest checkpoint (sliding window, loaded once per run; MC-dropout passes count as members) "
+    "and the external members' files; then the round's pseudo label (argmax of the ensemble mean).",
 )
 def soft_predictions(
     context: dg.AssetExecutionContext,
@@ -32,12 +34,20 @@ def soft_predictions(
     catalog: CatalogResource,
     device: DeviceResource,
     preprocessed_volumes: dict[str, Path],
-) -> dict[str, Path]:
-    cfg, layout = campaign.config(), workspace.layout()
-    round_index, index = current_round(catalog.catalog()), index_campaign(cfg)
-    checkpoints = [(a.name, layout.checkpoint(a.name, round_index)) for a in cfg.architectures]
-    externals = {c: index.predictions_of(c) for c in preprocessed_volumes}
-    members = predict_cases(layout, list(preprocessed_volumes), checkpoints, externals, dataclasses.replace(cfg.inference, device=device.device_name()), cfg.organ_table)
-    for case_id, infos in members.items():
-        context.add_asset_metadata({"round": round_index, "members": ", ".join(i.name for i in infos)}, partition_key=case_id)
-    return {c: layout.soft_prediction(c, "x").parent for c in members}
+) -> None:
+    cfg, cat = campaign.config(), catalog.catalog()
+    round_index = current_round(cat)
+    result = predict_round(workspace.layout(), cat, cfg, list(preprocessed_volumes), round_index, device.device_name())
+    for case_id, infos in result.members.items():
+        context.add_asset_metadata({"round": round_index, "members": ", ".join(i.name for i in infos), **_few_members(context, cfg, case_id, infos)}, partition_key=case_id)
+    refusals(context, {c: {"stage": "soft_predictions", "file": "", "reason": r} for c, r in result.errors.items()})
+
+
+def _few_members(context, cfg: CampaignConfig, case_id: str, infos) -> dict:
+    """Eq. 1's spread needs two members per organ: warn, in the log and on the partition, where it has fewer."""
+    few = organs_with_few_members(infos, cfg.organ_table)
+    if not few:
+        return {}
+    text = ", ".join(f"{o} ({n})" for o, n in few.items())
+    context.log.warning(f"case {case_id}: fewer than 2 members cover {text}; inconsistency (Eq. 1) is zero there")
+    return {"organs_with_fewer_than_2_members": text}

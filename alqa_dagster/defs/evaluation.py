@@ -3,8 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from alqa_core.annotation.rounds import current_round
 from alqa_core.evaluation.report import compare_rounds, evaluate_round, summary_frame
+from alqa_core.rounds import current_round
 from alqa_core.training.training_set import holdout_cases
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource

@@ -1,12 +1,17 @@
-"""The ingest stage (group ``ingest``): raw scans, original (partial) labels, preprocessed volumes, per case."""
+"""The ingest stage (group ``ingest``): raw scans, original (partial) labels, preprocessed volumes, per case.
+
+A case whose scan or label is refused is recorded in the ``case_errors`` table
+with its file and reason and left out of everything downstream; the other
+cases of the batch go on (:func:`alqa_core.case_errors.run_per_case`).
+"""
 
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
-from alqa_core.ingest.cases import index_campaign, ingest_label, ingest_scan, preprocess_scan, scan_preview
-from alqa_dagster.metadata import numbers, png_markdown
+from alqa_core.case_errors import run_per_case
+from alqa_core.ingest.cases import index_campaign, ingest_case_label, ingest_case_scan, preprocess_case, write_scan_preview
+from alqa_dagster.metadata import numbers, refusals
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
@@ -17,22 +22,25 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     io_manager_key="volume_paths",
     group_name="ingest",
     kinds={"nifti", "dicom"},
-    description="The case's CT as clean int16 HU NIfTI (from NIfTI or a DICOM series), no PHI in the header.",
+    description="The case's CT as clean int16 HU NIfTI (from NIfTI or a DICOM series), no PHI in the header. "
+    "A refused scan is recorded in case_errors (file, reason); the batch goes on.",
 )
 def raw_scans(
     context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
 ) -> dict[str, Path]:
     index, layout, cat = index_campaign(campaign.config()), workspace.layout(), catalog.catalog()
-    out = {}
-    for case_id in context.partition_keys:
-        case = index.cases[case_id]
-        summary = ingest_scan(case, layout.raw_scan(case_id))
-        cat.write("cases", case_id, index.cases_frame().query("case_id == @case_id"))
-        cat.write("geometry", case_id, pd.DataFrame([summary.geometry_row()]))
-        meta = {"dataset": case.dataset, "split": case.split, "shape": str(summary.shape), "preview": png_markdown(scan_preview(summary.path))}
-        context.add_asset_metadata({**meta, **numbers(dict(zip(("spacing_i_mm", "spacing_j_mm", "spacing_k_mm"), summary.spacing_mm)))}, partition_key=case_id)
-        out[case_id] = summary.path
-    return out
+    batch = run_per_case(cat, "raw_scans", context.partition_keys, lambda c: ingest_case_scan(index, c, layout, cat), _source(index, "image_path"))
+    for case_id, s in batch.done.items():
+        preview = write_scan_preview(layout.preview("raw_scans", case_id), s.path)
+        meta = {"shape": str(s.shape), "preview": dg.MetadataValue.path(str(preview))}
+        context.add_asset_metadata({**meta, **numbers(dict(zip(("spacing_i_mm", "spacing_j_mm", "spacing_k_mm"), s.spacing_mm)))}, partition_key=case_id)
+    refusals(context, batch.failed)
+    return {c: s.path for c, s in batch.done.items()}
+
+
+def _source(index, field: str):
+    """The file a stage reads for a case (recorded with a refusal, so a fixed file is noticed and retried)."""
+    return lambda case_id: getattr(index.cases[case_id], field) if case_id in index.cases else None
 
 
 @dg.asset(
@@ -42,23 +50,20 @@ def raw_scans(
     group_name="ingest",
     kinds={"nifti"},
     description="The dataset's own (partial) label, remapped onto the organ table on the scan's grid. "
-    "Unlabeled cases get an empty map whose annotated organs are none.",
+    "Unlabeled cases get an empty map whose annotated organs are none; label values dataset.json does not name are refused.",
 )
 def original_labels(
-    context: dg.AssetExecutionContext,
-    campaign: CampaignResource,
-    workspace: WorkspaceResource,
-    raw_scans: dict[str, Path],
+    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource, raw_scans: dict[str, Path]
 ) -> dict[str, Path]:
-    cfg, layout = campaign.config(), workspace.layout()
+    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     index = index_campaign(cfg)
-    out = {}
-    for case_id, scan_path in raw_scans.items():
-        s = ingest_label(index.cases[case_id], index.dataset_of(case_id), cfg.organ_table, scan_path, layout.original_label(case_id))
-        meta = {"annotated_organs": ", ".join(s.annotated_organs) or "none", "unmapped_voxels": s.unmapped_voxels, "preview": png_markdown(scan_preview(scan_path, s.path, cfg.organ_table))}
+    batch = run_per_case(cat, "original_labels", raw_scans, lambda c: ingest_case_label(index, c, cfg.organ_table, layout), _source(index, "label_path"))
+    for case_id, s in batch.done.items():
+        preview = write_scan_preview(layout.preview("original_labels", case_id), raw_scans[case_id], s.path, cfg.organ_table)
+        meta = {"annotated_organs": ", ".join(s.annotated_organs) or "none", "unmapped_voxels": s.unmapped_voxels, "preview": dg.MetadataValue.path(str(preview))}
         context.add_asset_metadata({**meta, **numbers(s.organ_ml, "ml_")}, partition_key=case_id)
-        out[case_id] = s.path
-    return out
+    refusals(context, batch.failed)
+    return {c: s.path for c, s in batch.done.items()}
 
 
 @dg.asset(
@@ -71,12 +76,11 @@ def original_labels(
     "a .grid.json beside it records how to map outputs back to the raw scan's grid.",
 )
 def preprocessed_volumes(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, raw_scans: dict[str, Path]
+    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource, raw_scans: dict[str, Path]
 ) -> dict[str, Path]:
     cfg, layout = campaign.config(), workspace.layout()
-    out = {}
-    for case_id, scan_path in raw_scans.items():
-        s = preprocess_scan(scan_path, layout.preprocessed(case_id), layout.grid_record(case_id), cfg.preprocess)
+    batch = run_per_case(catalog.catalog(), "preprocessed_volumes", raw_scans, lambda c: preprocess_case(c, layout, cfg.preprocess))
+    for case_id, s in batch.done.items():
         context.add_asset_metadata({"shape": str(s.shape), **numbers(dict(zip(("spacing_i_mm", "spacing_j_mm", "spacing_k_mm"), s.spacing_mm)))}, partition_key=case_id)
-        out[case_id] = s.path
-    return out
+    refusals(context, batch.failed)
+    return {c: s.path for c, s in batch.done.items()}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.annotation.rounds import current_round
 from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades, write_case_montages
-from alqa_dagster.metadata import numbers, png_markdown, table
+from alqa_core.rounds import current_round
+from alqa_dagster.metadata import numbers, table
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
@@ -21,12 +21,15 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     description="Every axial slice of the preprocessed CT with the pseudo label overlaid, 1344 px to grade "
     "(alqa grade CASE 0|1|2) and 256 px for the QA regressor (001).",
 )
-def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource) -> dict[str, Path]:
+def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dict[str, Path]:
     cfg, layout = campaign.config(), workspace.layout()
+    round_index = current_round(catalog.catalog())
     out = {}
     for case_id in context.partition_keys:
-        m = write_case_montages(layout, case_id, cfg.organ_table)
-        context.add_asset_metadata({"montage": png_markdown(m.small_png, "QA montage"), "full_size": str(m.full_path)}, partition_key=case_id)
+        if not layout.pseudo_label(case_id, round_index).exists():
+            continue  # refused at ingest, or not predicted this round (case_errors says why)
+        m = write_case_montages(layout, case_id, cfg.organ_table, round_index)
+        context.add_asset_metadata({"montage": dg.MetadataValue.path(str(m.small_path)), "full_size": dg.MetadataValue.path(str(m.full_path))}, partition_key=case_id)
         out[case_id] = m.full_path
     return out
 

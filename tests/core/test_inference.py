@@ -188,15 +188,20 @@ def test_predict_batch_prepares_each_member_once_and_lands_on_the_original_grid(
             assert pred.array[0][ct.array < -500].max() == 0  # air outside the body is 0
 
 
-def test_predict_batch_with_mc_samples_uses_dropout(monkeypatch):
+def test_predict_batch_with_mc_samples_yields_each_pass_as_a_member(monkeypatch):
     ct = _phantom_case((28, 24, 9), 0)
     case = preprocess_ct(ct, PreprocessConfig(spacing_mm=(1.6, 1.6, 2.5)))
     net = _unet(n_organs=2, dropout=0.3)
-    mc_cfg = InferenceConfig(roi_size_vox=(32, 32, 32), roi_divisible_by=16, device="cpu", mc_samples=2)
-    (_, _, pred), = predict_batch([("unet", net)], [("c0", case)], mc_cfg, ("liver", "spleen"))
+    mc_cfg = InferenceConfig(roi_size_vox=(32, 32, 32), roi_divisible_by=16, device="cpu", mc_samples=3)
+    samples = list(predict_batch([("unet", net)], [("c0", case)], mc_cfg, ("liver", "spleen")))
     (_, _, det), = predict_batch([("unet", net)], [("c0", case)], CFG, ("liver", "spleen"))
-    assert pred.array.shape == det.array.shape == (2, *ct.shape)
-    assert np.abs(pred.array.astype(int) - det.array.astype(int)).max() > 0
+    assert [name for _, name, _ in samples] == ["unet-mc00", "unet-mc01", "unet-mc02"]
+    arrays = [pred.array.astype(int) for _, _, pred in samples]
+    assert all(a.shape == det.array.shape == (2, *ct.shape) for a in arrays)
+    # the passes differ from each other (Eq. 1's spread is not zero) and from the deterministic pass
+    assert np.abs(arrays[0] - arrays[1]).max() > 0 and np.abs(arrays[0] - det.array.astype(int)).max() > 0
+    again = list(predict_batch([("unet", net)], [("c0", case)], mc_cfg, ("liver", "spleen")))
+    assert all(np.array_equal(a.array, b.array) for (_, _, a), (_, _, b) in zip(samples, again))  # seeded
     with pytest.raises(ValueError, match="dropout"):
         list(predict_batch([("nodrop", _unet(n_organs=2))], [("c0", case)], mc_cfg, ("liver", "spleen")))
 

@@ -10,6 +10,7 @@ from alqa_core.annotation.inbox import scan_inbox, write_submission
 from alqa_core.annotation.revisions import revisions_of
 from alqa_core.annotation.rounds import revised_slices
 from alqa_core.annotation.validation import validate_entry
+from alqa_core.annotation.work_package import write_work_package
 from alqa_core.catalog import Catalog
 from alqa_core.config.sections import PreprocessConfig
 from alqa_core.ingest.cases import preprocess_scan
@@ -49,7 +50,7 @@ def _submit(tmp_path, array, slices=(), case="c1"):
 
 def _validate(tmp_path, pseudo=True):
     [entry] = scan_inbox(tmp_path / "inbox", settle_seconds=0)
-    return validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c: _pseudo() if pseudo else None, T)
+    return validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c, p: ("r000-0123456789ab", _pseudo()) if pseudo else None, T)
 
 
 def test_slice_level_revision_is_completed_by_the_pseudo_label(tmp_path):
@@ -62,7 +63,7 @@ def test_slice_level_revision_is_completed_by_the_pseudo_label(tmp_path):
     (tmp_path / "inbox2").mkdir()
     write_nifti(tmp_path / "inbox2" / "r.nii.gz", _revision_on([2, 9]), AFF)
     entry = write_submission(tmp_path / "whole", "c1", "dr_a", tmp_path / "inbox2" / "r.nii.gz")
-    whole = validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c: _pseudo(), T)
+    whole = validate_entry(entry, {"c1"}, lambda c: Grid(SHAPE, AFF), lambda c, p: ("r000-0123456789ab", _pseudo()), T)
     assert not whole.accepted and "emptied" in whole.reasons[0]
 
 
@@ -83,23 +84,25 @@ def _workspace(tmp_path) -> WorkspaceLayout:
     write_ct(layout.raw_scan("c1"), CTVolume(hu.astype(np.float32), AFF))
     preprocess_scan(layout.raw_scan("c1"), layout.preprocessed("c1"), layout.grid_record("c1"),
                     PreprocessConfig(spacing_mm=(3.0, 3.0, 4.0), crop_to_body=False, pad_to_multiple=1))
-    write_label(layout.work_package(0, "c1") / "pseudo_label.nii.gz", _pseudo())
-    return layout
+    ct = CTVolume(hu.astype(np.float32), AFF)
+    package = write_work_package(layout.work_packages("c1"), "c1", 0, ct, _pseudo(), np.zeros((len(T), *SHAPE), np.uint8), ("liver",), T)
+    return layout, package
 
 
-def _rows(layout, tmp_path, submissions) -> pd.DataFrame:
+def _rows(layout, package, tmp_path, submissions) -> pd.DataFrame:
     rows = []
     for i, (slices, when) in enumerate(submissions):
         path = tmp_path / f"stored_{i}.nii.gz"
         write_nifti(path, _revision_on(slices), AFF)
         rows.append({"submission_id": f"s{i}", "case_id": "c1", "status": "accepted", "kind": "revised", "annotator": "dr_a",
-                     "submitted_at": when, "round": 0, "stored_path": str(path), "annotated_slices": ",".join(map(str, slices))})
+                     "submitted_at": when, "round": 0, "stored_path": str(path), "annotated_slices": ",".join(map(str, slices)),
+                     "package_id": package.package_id})
     return pd.DataFrame(rows)
 
 
 def test_revisions_accumulate_slices_over_the_pseudo_label(tmp_path):
-    layout = _workspace(tmp_path)
-    subs = _rows(layout, tmp_path, [([3], "2026-11-23T10:00:00+00:00"), ([7, 8], "2026-11-23T11:00:00+00:00")])
+    layout, package = _workspace(tmp_path)
+    subs = _rows(layout, package, tmp_path, [([3], "2026-11-23T10:00:00+00:00"), ([7, 8], "2026-11-23T11:00:00+00:00")])
     revisions = revisions_of("c1", subs, layout, T)
     latest = np.asarray(revisions[-1].label.array)
     expected = np.array(_pseudo().array)
@@ -111,22 +114,21 @@ def test_revisions_accumulate_slices_over_the_pseudo_label(tmp_path):
     catalog.write("submissions", "all", subs)
     assert revised_slices(catalog) == {"c1": (3, 7, 8)}
     # a later whole-volume answer makes the case whole again
-    whole = pd.concat([subs, _rows(layout, tmp_path, [(range(SHAPE[2]), "2026-11-23T12:00:00+00:00")]).assign(annotated_slices="", submission_id="w")])
+    whole = pd.concat([subs, _rows(layout, package, tmp_path, [(range(SHAPE[2]), "2026-11-23T12:00:00+00:00")]).assign(annotated_slices="", submission_id="w")])
     catalog.write("submissions", "all", whole)
     assert revised_slices(catalog) == {}
 
 
 def test_effort_counts_only_the_revised_slices(tmp_path):
-    layout = _workspace(tmp_path)
-    (layout.work_package(0, "c1") / "task.json").write_text('{"created_at": "2026-11-23T09:00:00+00:00"}')
-    efforts = submission_efforts(layout, "c1", _rows(layout, tmp_path, [([3], "2026-11-23T10:00:00+00:00")]), T)
+    layout, package = _workspace(tmp_path)
+    efforts = submission_efforts(layout, "c1", _rows(layout, package, tmp_path, [([3], "2099-11-23T10:00:00+00:00")]), T)
     liver = efforts[efforts.organ == "liver"].iloc[0]
     grown = int(((_revision_on([3]) == LIVER) & (np.asarray(_pseudo().array) != LIVER))[:, :, 3].sum())
     assert liver.changed_voxels == grown and grown > 0
 
 
 def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path):
-    layout = _workspace(tmp_path)
+    layout, _ = _workspace(tmp_path)
     write_label(layout.original_label("c1"), LabelMap(np.where(np.asarray(_pseudo().array) == SPLEEN, SPLEEN, 0).astype(np.uint8), AFF))
     write_label(layout.reassembled_label("c1"), _pseudo())
     cases = pd.DataFrame([{"case_id": "c1", "split": "train", "annotated_organs": "spleen", "dataset": "d"}])
@@ -176,7 +178,7 @@ def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplic
     from alqa_core.annotation.intake import process_inbox
     from alqa_core.config.campaign import SubmissionConfig
 
-    layout = _workspace(tmp_path)
+    layout, _ = _workspace(tmp_path)
     catalog = Catalog(layout.catalog)
     src = tmp_path / "export.nii.gz"
     write_nifti(src, _revision_on([2, 9]), AFF)  # a slice tool's export: zeros elsewhere
@@ -189,6 +191,9 @@ def test_a_rejected_file_resubmitted_as_slice_level_is_taken_not_called_a_duplic
     write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))  # and once more: now a duplicate
     third = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0)
     assert len(third.duplicates) == 1 and not third.accepted
+    write_submission(layout.inbox, "c1", "dr_a", src, annotated_slices=(2, 9))  # the same file re-sent in round 1
+    later = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 1, settle_seconds=0)
+    assert len(later.accepted) == 1 and later.accepted[0]["round"] == 1  # it answers that round
 
 
 def test_entries_waiting_for_their_ingest_take_no_batch_slot(tmp_path):
@@ -197,7 +202,7 @@ def test_entries_waiting_for_their_ingest_take_no_batch_slot(tmp_path):
     from alqa_core.annotation.intake import process_inbox
     from alqa_core.config.campaign import SubmissionConfig
 
-    layout = _workspace(tmp_path)
+    layout, _ = _workspace(tmp_path)
     catalog = Catalog(layout.catalog)
     src = tmp_path / "rev.nii.gz"
     write_nifti(src, _revision_on([2, 9]), AFF)

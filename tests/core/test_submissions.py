@@ -27,8 +27,11 @@ def _pseudo() -> LabelMap:
     return LabelMap(a, AFF)
 
 
-def _validate(entry, cases=("c1",), **kw):
-    return validate_entry(entry, set(cases), lambda c: GRID, lambda c: _pseudo(), T, **kw)
+PACKAGE = "r000-0123456789ab"
+
+
+def _validate(entry, cases=("c1",), queued=True, **kw):
+    return validate_entry(entry, set(cases), lambda c: GRID, lambda c, p: (PACKAGE, _pseudo()) if queued else None, T, **kw)
 
 
 def _submit(tmp_path, array, affine=AFF, case="c1", name="rev.nii.gz", **kw):
@@ -109,7 +112,10 @@ def test_confirmation_and_cursor_order(tmp_path):
     entries = scan_inbox(inbox, settle_seconds=0)
     assert [e.name for e in entries] == [a.name, b.name]
     assert [e.name for e in scan_inbox(inbox, after=a.cursor_key, settle_seconds=0)] == [b.name]
-    assert _validate(entries[0]).accepted
+    assert _validate(entries[0]).accepted and _validate(entries[0]).package_id == PACKAGE
+    # a confirmation means "this package's pseudo label": a case never queued has none to confirm
+    never = _validate(entries[0], queued=False)
+    assert not never.accepted and "no work package to confirm" in never.reasons[0]
 
 
 def test_hand_drop_waits_until_settled(tmp_path):

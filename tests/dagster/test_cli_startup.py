@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 
+from alqa_core.annotation.work_package import write_work_package
 from alqa_core.config.template import write_template
+from alqa_core.io.nifti import read_ct, read_label
+from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
+from alqa_core.workspace import WorkspaceLayout
 
 HEAVY = ("torch", "monai", "dagster")
 
@@ -26,7 +30,12 @@ def one_case(tmp_path_factory):
     layout = write_campaign(root / "campaign", CampaignSpec(n_cases=1, seed=0, spacing_mm=(8.0, 8.0, 8.0)))
     config = write_template(root / "campaign.yaml", name="t", datasets=tuple(str(p) for p in layout.dataset_roots))
     env = {**os.environ, "ALQA_CAMPAIGN": str(config), "ALQA_WORKSPACE": str(root / "ws")}
-    return layout.cases[0].plan.case_id, layout.root / layout.cases[0].ground_truth_path, env
+    case, truth = layout.cases[0], layout.root / layout.cases[0].ground_truth_path
+    # the case's work package, as a round's queue writes it: what `confirm` confirms
+    ct = read_ct(layout.root / case.image_path)
+    write_work_package(WorkspaceLayout(root / "ws").work_packages(case.plan.case_id), case.plan.case_id, 0, ct, read_label(truth),
+                       np.zeros((len(T), *ct.shape), np.uint8), ("liver",), T)
+    return case.plan.case_id, truth, env
 
 
 def _imported(argv, env) -> set[str]:

@@ -44,4 +44,7 @@ def test_ingest_assets_over_a_partition_range(tmp_path, phantom_campaign, instan
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["checked"].value == len(case_ids)
     md = mats[0].metadata
-    assert "preview" in md and md["preview"].value.startswith("![")
+    # previews are PNG files in the workspace, linked by path (no anatomy images in the event database)
+    preview = md["preview"].value
+    assert preview.startswith(str(ws / "previews" / "raw_scans")) and open(preview, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [k for k, v in md.items() if isinstance(v.value, str) and "data:image" in v.value]

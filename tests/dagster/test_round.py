@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.packages import newest_package
 from alqa_core.annotation.rounds import round_state
 from alqa_core.annotation.status import campaign_status
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
+from alqa_core.config.sections import LR_FINE_TUNE
+from alqa_core.ensemble.checkpoint import checkpoint_sha256, load_checkpoint
 from alqa_core.ingest.cases import index_campaign
 from alqa_core.io.nifti import read_label, write_nifti
 from alqa_core.workspace import WorkspaceLayout
@@ -56,9 +59,11 @@ def test_a_round_then_fine_tune_to_round_one(round0, instance, phantom_campaign)
     tmp_path, resources, keys, cat = round0
     state = round_state(cat)
     assert state.round_index == 0 and len(state.queue) >= 1
+    assert state.state == "queued" and state.record.attempts == 1
     case_id = state.queue[0]
-    package = tmp_path / "ws" / "work_packages" / "round_000" / case_id
-    assert json.loads((package / "task.json").read_text())["case_id"] == case_id
+    package = newest_package(WorkspaceLayout(tmp_path / "ws"), case_id)
+    task = json.loads((package.folder / "task.json").read_text())
+    assert task["case_id"] == case_id and task["package_id"] == package.package_id == cat.read("queue").query("case_id == @case_id").package_id.iloc[0]
     assert len(cat.read("attention_organ").query("round == 0").case_id.unique()) == len(keys)
 
     # the annotator revises the top case with the (hidden) ground truth, through the CLI's inbox writer
@@ -84,12 +89,21 @@ def test_a_round_then_fine_tune_to_round_one(round0, instance, phantom_campaign)
     assert "effort per round and annotator" in status and "dr_test" in status
     assert round_state(cat).queue_answered
 
+    assert round_state(cat).state == "answered"
     request, _ = _tick(round_sensor, instance, resources)
-    assert isinstance(request, dg.RunRequest) and request.run_key == "round:1"
+    assert isinstance(request, dg.RunRequest) and request.run_key == "round:1:1" and request.tags["alqa/round"] == "1"
     _materialize(instance, resources, ROUND_ASSETS, keys)
     assert round_state(cat).round_index == 1
-    ckpt = tmp_path / "ws" / "checkpoints" / "round_001" / "unet.pt"
-    assert ckpt.exists()
+    # round 1's checkpoint was fine-tuned from round 0's: its lineage names that file by sha256, at the fine-tuning rate
+    parent, child = (tmp_path / "ws" / "checkpoints" / f"round_00{r}" / "unet.pt" for r in (0, 1))
+    meta = load_checkpoint(child).meta
+    assert meta.lineage.parent_path == str(parent) and meta.lineage.parent_sha256 == checkpoint_sha256(parent)
+    assert meta.run_info["lr"] == LR_FINE_TUNE and load_checkpoint(parent).meta.run_info["lr"] != LR_FINE_TUNE
+    # every round keeps its own predictions, and every case was reassembled with round 1's pseudo labels
+    for r in (0, 1):
+        assert all((tmp_path / "ws" / "soft_predictions" / f"round_00{r}" / k / "members.json").exists() for k in keys)
+    prov = cat.read("provenance")
+    assert set(prov.case_id) == set(keys) and set(prov.query("source == 'pseudo'").pseudo_round) == {1}
     ts = cat.read("training_set").query("round == 1")
     assert case_id in set(ts.case_id[ts.origin == "reassembled"])
     metrics = cat.read("metrics")
@@ -100,15 +114,26 @@ def test_a_round_then_fine_tune_to_round_one(round0, instance, phantom_campaign)
 def test_confirming_the_top_case_converges(round0, instance):
     tmp_path, resources, keys, cat = round0
     top = round_state(cat).queue[0]
-    write_submission(tmp_path / "ws" / "inbox", top, "dr_test", None, kind="confirmed")
+    package = newest_package(WorkspaceLayout(tmp_path / "ws"), top)
+    write_submission(tmp_path / "ws" / "inbox", top, "dr_test", None, kind="confirmed", package=package.package_id)
     result, _ = _tick(submissions_sensor, instance, resources)
     _materialize(instance, resources, ["revised_labels", "reassembled_labels"], partition=top, tags={"dagster/run_key": result.run_requests[0].run_key})
     state = round_state(cat)
-    assert state.converged, state.decision
+    assert state.converged and state.state == "converged", state.decision
     skip, _ = _tick(round_sensor, instance, resources)
     assert isinstance(skip, dg.SkipReason) and "converged" in skip.skip_message
-    prov = cat.read("provenance").query("case_id == @top")
-    assert "confirmed" in set(prov.source) or set(prov.source) == {"original"}
+    # the organs the case's dataset does not annotate are "confirmed", with the voxels of the package's pseudo label
+    cases = cat.read("cases").set_index("case_id")
+    annotated = {o for o in str(cases.loc[top].annotated_organs).split(",") if o}
+    prov = cat.read("provenance").query("case_id == @top").set_index("organ")
+    table = resources["campaign"].config().organ_table
+    assert {o: prov.source[o] for o in table.names} == {o: "original" if o in annotated else "confirmed" for o in table.names}
+    assert set(prov.annotator[prov.source == "confirmed"]) == {"dr_test"}
+    label, shown = read_label(tmp_path / "ws" / "reassembled_labels" / f"{top}.nii.gz").array, read_label(package.pseudo_label_path).array
+    for organ in table.names:
+        if organ not in annotated:
+            v = table.value_of(organ)
+            np.testing.assert_array_equal(np.asarray(label) == v, np.asarray(shown) == v)
 
 
 def test_malformed_submission_is_quarantined(tmp_path, phantom_campaign, instance):
@@ -186,5 +211,6 @@ def test_external_members_only_campaign_gets_attention_queue_and_packages(tmp_pa
     assert len(scored_liver) and (scored_liver.attention_ml > 0).all()  # the disagreement is seen
     assert (organ[organ.organ == "spleen"].attention_ml == 0).all()  # where the tools agree, none
     state = round_state(cat)
-    assert state.queue and (tmp_path / "ws" / "work_packages" / "round_000" / state.queue[0] / "task.json").exists()
+    assert state.queue and newest_package(WorkspaceLayout(tmp_path / "ws"), state.queue[0]) is not None
     assert not (tmp_path / "ws" / "checkpoints").exists()
+    assert round_state(cat).record.facts["members_trained"] == 0  # nothing to train is not an error: the round goes on

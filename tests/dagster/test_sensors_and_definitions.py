@@ -50,9 +50,11 @@ def test_cli_init_submit_confirm_status(tmp_path, phantom_campaign, monkeypatch,
     monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg_path))
     label = next((phantom_campaign / "datasets").glob("*Full/labelsTr/*.nii.gz"))
     assert alqa(["submit", "PhFull_0000", "--label", str(label), "--annotator", "dr_a"]) == 0
-    assert alqa(["confirm", "PhFull_0000", "--annotator", "dr_b"]) == 0
+    assert alqa(["confirm", "PhFull_0000", "--annotator", "dr_b"]) == 2  # never queued: no package to confirm
+    assert "no work package" in capsys.readouterr().err
     assert alqa(["submit", "../evil", "--label", str(label), "--annotator", "dr_a"]) == 2
-    assert len(list((tmp_path / "ws" / "inbox").glob("*.json"))) == 2
+    assert alqa(["submit", "PhFull_0000", "--label", str(label), "--annotator", "dr_a/x"]) == 2  # one line, no traceback
+    assert len(list((tmp_path / "ws" / "inbox").glob("*.json"))) == 1
     assert alqa(["status"]) == 0
     assert "no round started yet" in capsys.readouterr().out
 

@@ -166,3 +166,20 @@ def ingest_raw_scans(config_path: Path) -> list[str]:
     for case_id, case in index.cases.items():
         ingest_scan(case, layout.raw_scan(case_id))
     return sorted(index.cases)
+
+
+def queue_packages(config_path: Path, case_ids) -> dict[str, str]:
+    """A work package per case, as a round's queue writes them (what a confirmation confirms); case -> package id."""
+    from alqa_core.annotation.work_package import write_work_package
+    from alqa_core.config.campaign import load_campaign
+    from alqa_core.io.nifti import read_ct
+    from alqa_core.workspace import WorkspaceLayout
+
+    layout = WorkspaceLayout(load_campaign(config_path).workspace_root)
+    out = {}
+    for case_id in case_ids:
+        ct = read_ct(layout.raw_scan(case_id))
+        pseudo = LabelMap(phantom_label(ct.shape), ct.affine)
+        attention = np.zeros((len(T), *ct.shape), np.uint8)
+        out[case_id] = write_work_package(layout.work_packages(case_id), case_id, 0, ct, pseudo, attention, ("liver",), T).package_id
+    return out

@@ -184,12 +184,22 @@ def test_the_undamaged_dataset_ingests(tmp_path):
     assert tree_hashes(root) == before
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="gap: label values that dataset.json does not name are dropped with a warning, not refused (alqa_core/ingest/case_files.py)")
 def test_label_values_the_dataset_does_not_name_are_refused(tmp_path, figures):
     root = make_dataset(tmp_path / "Dataset001_Bad", cases=("c1", "c2"), labelled=("c1",))
     p = _label(root, "c1")
     write_nifti(p, np.where(phantom_label() > 0, 42, 0).astype(np.uint8), AFFINE)  # 42: not in labels {0, 1, 5}
     _assert_refused(root, WorkspaceLayout(tmp_path / "ws"), p, "42", figures)
+
+
+def test_a_dataset_declaring_a_preset_drops_the_classes_the_organ_table_lacks(tmp_path):
+    """TotalSegmentator's ~100 classes: a declared preset names every value, so the other organs are dropped knowingly."""
+    root = make_dataset(tmp_path / "Dataset001_Total", cases=("c1", "c2"), labelled=("c1",))
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "labels": {"background": 0, "spleen": 1, "liver": 5}, "alqa": {"class_map": "total"}}))
+    lab = phantom_label()
+    lab[2:4, 2:4, 2:4] = 42  # a TotalSegmentator class outside the organ table
+    write_nifti(_label(root, "c1"), lab, AFFINE)
+    assert ingest_dataset(root, WorkspaceLayout(tmp_path / "ws")) == ["c1", "c2"]
 
 
 # --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 from alqa_core.annotation.reassembly import reassemble
 from alqa_core.annotation.work_package import write_work_package
 from alqa_core.catalog import Catalog
+from alqa_core.config.campaign import CampaignConfig, DatasetSource
 from alqa_core.config.sections import PreprocessConfig
 from alqa_core.export.nnunet import export_nnunet
 from alqa_core.ingest.cases import CampaignIndex, ingest_label, ingest_scan, preprocess_scan
@@ -105,7 +106,7 @@ def phi_dataset(real_ct_dir, tmp_path) -> tuple[Path, dict[str, set[bytes]]]:
     (root / "labelsTr").mkdir()
     shutil.copyfile(real_ct_dir / "totalsegmentator_v2_labels.nii.gz", root / "labelsTr" / "realct.nii.gz")
     leak = f"{INJECTED['PatientName']} {INJECTED['PatientBirthDate']}".encode()
-    for rel, array in ((f"imagesTr/phantom_0000.nii.gz", phantom_ct(0).astype(np.int16)), ("labelsTr/phantom.nii.gz", phantom_label())):
+    for rel, array in (("imagesTr/phantom_0000.nii.gz", phantom_ct(0).astype(np.int16)), ("labelsTr/phantom.nii.gz", phantom_label())):
         img = nib.Nifti1Image(array, AFFINE)
         img.header["descrip"] = leak[:79]
         img.header["aux_file"] = INJECTED["PatientID"].encode()
@@ -129,6 +130,7 @@ def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi
     layout = WorkspaceLayout(tmp_path / "ws")
     cat = Catalog(layout.catalog)
     ds = read_dataset(root, T)
+    packages = {}
     for case in ds.cases:
         s = ingest_scan(case, layout.raw_scan(case.case_id))
         cat.write("geometry", case.case_id, pd.DataFrame([s.geometry_row()]))
@@ -136,12 +138,13 @@ def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi
         preprocess_scan(s.path, layout.preprocessed(case.case_id), layout.grid_record(case.case_id), PreprocessConfig(spacing_mm=(6.0, 6.0, 6.0)))
         ct, original = read_ct(s.path), read_label(lab.path)
         attention = np.zeros((len(T.names), *ct.shape), np.uint8)
-        write_work_package(layout.work_package(0, case.case_id), case.case_id, 0, ct, original, attention, ("liver",), T)
+        packages[case.case_id] = write_work_package(layout.work_packages(case.case_id), case.case_id, 0, ct, original, attention, ("liver",), T)
         result = reassemble(case.case_id, T, original, original, lab.annotated_organs, None)
         write_label(layout.reassembled_label(case.case_id), result.label)
         cat.write("provenance", case.case_id, pd.DataFrame(result.to_records()))
     cat.write("cases", "all", CampaignIndex((ds,)).cases_frame())
-    export = export_nnunet(layout, tmp_path / "export", T)
+    config = CampaignConfig(name="phi", workspace_root=layout.root, datasets=(DatasetSource(root),), organ_table=T)
+    export = export_nnunet(layout, tmp_path / "export", config)
     assert sorted(export.cases) == ["phantom", "realct"]
     produced = [p for p in list(layout.root.rglob("*")) + list((tmp_path / "export").rglob("*")) if p.is_file()]
     assert len(produced) > 20
@@ -153,14 +156,15 @@ def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi
             fields = _nifti_header_text(path)
             assert fields["descrip"] in (b"", b"alqa"), (path, fields)
             assert fields["aux_file"] == fields["intent_name"] == fields["db_name"] == b"", (path, fields)
-    nrrd = layout.work_package(0, "realct") / "pseudo_label.seg.nrrd"
+    nrrd = packages["realct"].folder / "pseudo_label.seg.nrrd"
     header = nrrd.read_bytes().split(b"\n\n", 1)[0].decode("ascii")
-    assert all(line.split(":")[0].split("_")[0] in NRRD_KEYS for line in header.splitlines()[1:]), header
-    task = json.loads((layout.work_package(0, "realct") / "task.json").read_text())
-    assert set(task) == {"case_id", "round", "created_at", "organs_to_fix", "files", "labels", "how_to_submit"}
+    fields = [line for line in header.splitlines()[1:] if not line.startswith("#")]  # comments: pynrrd's boilerplate
+    assert all(line.split(":")[0].split("_")[0] in NRRD_KEYS for line in fields), header
+    task = json.loads((packages["realct"].folder / "task.json").read_text())
+    assert set(task) == {"case_id", "round", "package_id", "created_at", "pseudo_label_sha256", "organs_to_fix", "files", "labels", "how_to_submit"}
 
 
 #: every key alqa's .seg.nrrd header may have (technical geometry and segment names only)
-NRRD_KEYS = {"type", "dimension", "space", "sizes", "space directions", "kinds", "encoding", "space origin",
+NRRD_KEYS = {"type", "dimension", "space", "sizes", "space directions", "kinds", "encoding", "space origin", "endian",
              "Segmentation", "Segment0", "Segment1", "Segment2", "Segment3", "Segment4", "Segment5", "Segment6", "Segment7", "Segment8"}
 

@@ -23,10 +23,11 @@ import pytest
 from alqa_core.annotation.inbox import write_submission
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import write_label
+from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 
-from .conftest import AFFINE, OTHER_AFFINE, REPO, ingest_raw_scans, make_config, make_dataset, phantom_label, sensor_resources
+from .conftest import AFFINE, OTHER_AFFINE, REPO, ingest_raw_scans, make_config, make_dataset, phantom_label, queue_packages, sensor_resources
 
 RUN_KEY = "dagster/run_key"
 
@@ -38,6 +39,7 @@ def campaign(tmp_path, monkeypatch):
     cfg = make_config(tmp_path, [root])
     monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))  # the code location's resources read it when a run is created
     ingest_raw_scans(cfg)
+    queue_packages(cfg, ("c1", "c2"))  # queued: a confirmation confirms its package's pseudo label
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
@@ -246,7 +248,7 @@ def test_the_same_bytes_for_two_different_cases_are_two_submissions(tmp_path, ca
     empty = write_label(tmp_path / "empty.nii.gz", LabelMap(np.zeros_like(phantom_label()), AFFINE))
     inbox = tmp_path / "ws" / "inbox"
     for case in ("c1", "c3", "c1"):  # the third is a true duplicate
-        write_submission(inbox, case, "dr_a", empty)
+        write_submission(inbox, case, "dr_a", empty, emptied_organs=T.names)  # every organ deliberately emptied
         time.sleep(0.01)
     figures.add("submissions_sent", 3)
     result = tick(home, resources, None)

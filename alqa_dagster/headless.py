@@ -1,0 +1,129 @@
+"""The headless commands (``alqa ingest``, ``alqa round``, ``alqa reassemble``): Dagster runs in the instance, in chunks, with a progress bar.
+
+Every run lands in ``$DAGSTER_HOME`` (default ``./.dagster_home``) exactly as a
+UI-launched one does, so ``dagster dev`` shows them later. Per-case steps run
+in chunks of ``chunk`` partitions (one Dagster run each, models loaded once
+per chunk), so memory is bounded by a chunk, not by the campaign.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from tqdm import tqdm
+
+from alqa_core.annotation.rounds import close_round
+from alqa_core.case_errors import INGEST_STAGES, failed_cases, open_case_errors, source_fingerprint
+from alqa_core.catalog import Catalog
+from alqa_core.config.campaign import CampaignConfig
+from alqa_core.ingest.cases import index_campaign
+from alqa_core.workspace import WorkspaceLayout
+
+INGEST = ["raw_scans", "original_labels", "preprocessed_volumes"]
+ROUND_START = ["training_set", "model_checkpoints"]
+ROUND_CASES = ["soft_predictions", "attention_maps", "reassembled_labels"]
+ROUND_END = ["priority_list", "annotation_queue", "evaluation_report"]
+
+
+def _chunks(keys: Sequence[str], all_keys: Sequence[str], chunk: int) -> list[tuple[str, str]]:
+    """Contiguous partition ranges (in the instance's partition order) covering ``keys``, at most ``chunk`` each."""
+    position = {k: i for i, k in enumerate(all_keys)}
+    ordered = sorted(keys, key=position.__getitem__)
+    out, run = [], []
+    for k in ordered:
+        if run and (len(run) == chunk or position[k] != position[run[-1]] + 1):
+            out.append((run[0], run[-1]))
+            run = []
+        run.append(k)
+    if run:
+        out.append((run[0], run[-1]))
+    return out
+
+
+def _over_chunks(instance, selection, keys, all_keys, chunk: int, what: str, tags: dict | None = None) -> None:
+    from alqa_dagster.runner import materialize
+
+    ranges = _chunks(keys, all_keys, max(1, chunk))
+    with tqdm(total=len(keys), desc=what, unit="case") as bar:
+        for first, last in ranges:
+            materialize(instance, selection, (first, last), tags=tags)
+            bar.update(list(all_keys).index(last) - list(all_keys).index(first) + 1)
+
+
+def ingest(config: CampaignConfig, chunk: int = 50) -> int:
+    """Register the campaign's new cases and ingest them, plus every refused case whose file changed since."""
+    import dagster as dg
+
+    from alqa_dagster.runner import ensure_dagster_home, register_cases
+
+    ensure_dagster_home()
+    index = index_campaign(config)
+    layout = WorkspaceLayout(config.workspace_root)
+    with dg.DagsterInstance.get() as instance:
+        new = register_cases(instance, sorted(index.cases))
+        errors = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
+        fixed = sorted({r.case_id for r in errors.itertuples() if r.source and source_fingerprint(r.source) not in ("", r.source_fingerprint)})
+        todo = sorted(set(new) | set(fixed))
+        print(f"{len(new)} new case(s), {len(fixed)} refused case(s) with a changed file; {len(todo)} to ingest")
+        if todo:
+            _over_chunks(instance, INGEST, todo, instance.get_dynamic_partitions("cases"), chunk, "ingest")
+    refused = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
+    for r in refused.itertuples():
+        print(f"refused {r.case_id} [{r.stage}] {r.file}: {r.reason}")
+    print(f"ingested cases: {len(Catalog(layout.catalog).read('cases')) - refused.case_id.nunique()}; refused: {refused.case_id.nunique()}")
+    return 0
+
+
+def run_round(chunk: int = 50) -> int:
+    """The next round: training (once), per-case predictions/attention/reassembly (in chunks), then ranking and the queue."""
+    import dagster as dg
+
+    from alqa_core.annotation.status import campaign_status
+    from alqa_core.rounds import current_round
+    from alqa_core.training.round_start import next_round
+    from alqa_dagster.defs.automation import ROUND_TAG
+    from alqa_dagster.resources import CampaignResource, WorkspaceResource
+    from alqa_dagster.runner import ensure_dagster_home, materialize
+
+    ensure_dagster_home()
+    layout = WorkspaceResource(campaign=CampaignResource(config_path=os.environ["ALQA_CAMPAIGN"])).layout()
+    catalog = Catalog(layout.catalog)
+    with dg.DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions("cases")
+        if not keys:
+            raise RuntimeError("no cases are registered yet: run alqa ingest first")
+        t = next_round(catalog)
+        tags = {ROUND_TAG: str(t)}
+        print(f"round {t}: training")
+        materialize(instance, ROUND_START, tags=tags)
+        t = current_round(catalog)
+        cases = [k for k in keys if k not in failed_cases(catalog)]
+        _over_chunks(instance, ROUND_CASES, cases, keys, chunk, f"round {t}: predict, attention, reassemble", tags)
+        print(f"round {t}: priority list, queue, evaluation")
+        materialize(instance, ROUND_END, tags=tags)
+    print(campaign_status(layout).render())
+    return 0
+
+
+def reassemble(chunk: int = 50) -> int:
+    """Every ingested case's reassembled label, with the latest pseudo labels and every accepted answer."""
+    import dagster as dg
+
+    from alqa_dagster.resources import CampaignResource, WorkspaceResource
+    from alqa_dagster.runner import ensure_dagster_home
+
+    ensure_dagster_home()
+    layout = WorkspaceResource(campaign=CampaignResource(config_path=os.environ["ALQA_CAMPAIGN"])).layout()
+    with dg.DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions("cases")
+        cases = [k for k in keys if k not in failed_cases(Catalog(layout.catalog))]
+        _over_chunks(instance, ["reassembled_labels"], cases, keys, chunk, "reassemble")
+    print(f"reassembled {sum(layout.reassembled_label(c).exists() for c in cases)} of {len(cases)} ingested cases")
+    return 0
+
+
+def close(layout: WorkspaceLayout, reason: str) -> int:
+    rec = close_round(Catalog(layout.catalog), reason)
+    print(f"round {rec.round_index} closed: {rec.reason}; the round sensor (or alqa round) starts the next one")
+    return 0
