@@ -124,9 +124,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from alqa_core.rounds import current_round
     from alqa_core.catalog import Catalog
     from alqa_core.qa.grades import QAGrade, import_grades_csv, record_grade
+    from alqa_core.rounds import current_round
 
     layout = _layout()
     catalog = Catalog(layout.catalog)
@@ -283,22 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("campaign", help="a phantom campaign root (with ground_truth/manifest.csv)")
     s.add_argument("--out", required=True, help="folder for the simulator's workspace, report and catalog")
     s.add_argument("--phantoms", type=int, default=0, help="first write a new phantom campaign of N cases at CAMPAIGN")
-    s.add_argument("--phantom-spacing-mm", type=float, default=5.0)
+    s.add_argument("--phantom-spacing-mm", type=float, default=5.0, help="voxel spacing of the phantoms --phantoms writes")
     s.add_argument("--strategies", default="attention,uss,outliers,fg_random",
                    help="comma-separated: attention, outliers, uss, rss, uvs, rvs, fg_random")
-    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=3, help="rounds after M_0")
     s.add_argument("--budget", type=float, default=30.0, help="effort per round (slice units: a volume of K slices costs 1+(K-1)/3)")
     s.add_argument("--arch", action="append", help="architecture of the ensemble (repeatable; default unet)")
     s.add_argument("--members", type=int, default=2, help="members per architecture (differing in seed)")
     s.add_argument("--epochs", type=int, default=8, help="epochs of M_0")
-    s.add_argument("--finetune-epochs", type=int, default=4)
+    s.add_argument("--finetune-epochs", type=int, default=4, help="epochs of each round's fine-tuning")
     s.add_argument("--iterations", type=int, default=12, help="iterations per epoch")
     s.add_argument("--patch", type=int, default=32, help="cubic patch edge in voxels")
     s.add_argument("--lr", type=float, help="default 1e-3 from scratch, 1e-4 fine-tuning")
     s.add_argument("--spacing-mm", type=float, help="preprocessing spacing (default: the campaign's)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the phantoms, the splits and the networks")
     s.add_argument("--threads", type=int, help="torch threads")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     s.add_argument("--name", default="simulation", help="the catalog partition of the result rows")
     s.set_defaults(fn=cmd_simulate)
 

@@ -61,7 +61,7 @@ def compare_rounds(metrics: pd.DataFrame, a: int, b: int, metric: str = "dice", 
 
 def summary_frame(metrics: pd.DataFrame, member: str = "ensemble") -> pd.DataFrame:
     """Per organ: mean, sd, 5th/95th percentiles of each metric (004's reporting)."""
-    sel = metrics[metrics.member == member]
+    sel = metrics[metrics.member == member] if "member" in metrics else metrics
     if sel.empty:
         return pd.DataFrame()
     rows = list(sel.itertuples())

@@ -25,8 +25,8 @@ def phantom_campaign(tmp_path_factory) -> Path:
     return root / "campaign"
 
 
-def campaign_yaml(tmp_path: Path, campaign: Path, architectures=(("unet", "tiny"),), **kw) -> Path:
-    datasets = tuple(str(p) for p in sorted((campaign / "datasets").iterdir()))
+def campaign_yaml(tmp_path: Path, campaign: Path, architectures=(("unet", "tiny"),), datasets=None, **kw) -> Path:
+    datasets = datasets or tuple(str(p) for p in sorted((campaign / "datasets").iterdir()))
     return write_template(
         tmp_path / "campaign.yaml",
         name="test",
