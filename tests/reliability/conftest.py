@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
@@ -183,3 +185,19 @@ def queue_packages(config_path: Path, case_ids) -> dict[str, str]:
         attention = np.zeros((len(T), *ct.shape), np.uint8)
         out[case_id] = write_work_package(layout.work_packages(case_id), case_id, 0, ct, pseudo, attention, ("liver",), T).package_id
     return out
+
+
+@pytest.fixture
+def campaign(tmp_path, monkeypatch):
+    """(config path, dagster home, resources) with raw scans of c1 and c2 in the workspace."""
+    root = make_dataset(tmp_path / "Dataset001_Tiny", cases=("c1", "c2"), labelled=("c1",))
+    cfg = make_config(tmp_path, [root])
+    monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))  # the code location's resources read it when a run is created
+    ingest_raw_scans(cfg)
+    queue_packages(cfg, ("c1", "c2"))  # queued: a confirmation confirms its package's pseudo label
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("cases", ["c1", "c2"])
+    return cfg, home, sensor_resources(cfg)

@@ -155,7 +155,7 @@ def _bad_sidecar(tmp_path, inbox):
 
 def _hand_drop_not_a_case_id(tmp_path, inbox):
     # a file dragged into the inbox: folder and file names are free text, not case ids
-    p = write_nifti(inbox / "Dr Smith" / "liver fixed (2).nii.gz", phantom_label(), AFFINE)
+    write_nifti(inbox / "Dr Smith" / "liver fixed (2).nii.gz", phantom_label(), AFFINE)
     return "Dr Smith/liver fixed (2).nii.gz", "invalid case id 'liver fixed (2)'"
 
 

@@ -26,7 +26,7 @@ from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 
 from .conftest import AFFINE, OTHER_AFFINE, phantom_label, sensor_resources, set_yaml_key
-from .test_sensor_restarts import campaign, launch, runs_per_key  # noqa: F401 (campaign: a fixture)
+from .test_sensor_restarts import launch, runs_per_key
 
 N_REVISIONS, N_CONFIRMATIONS, N_DISTINCT_CONFIRMATIONS = 1000, 8000, 200
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pytest
 
 from alqa_core.annotation.inbox import write_submission
 from alqa_core.catalog import Catalog
@@ -27,25 +25,9 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.volume import LabelMap
 from alqa_dagster.defs.automation import submission_run_key, submissions_sensor
 
-from .conftest import AFFINE, OTHER_AFFINE, REPO, ingest_raw_scans, make_config, make_dataset, phantom_label, queue_packages, sensor_resources
+from .conftest import AFFINE, OTHER_AFFINE, phantom_label, sensor_resources
 
 RUN_KEY = "dagster/run_key"
-
-
-@pytest.fixture
-def campaign(tmp_path, monkeypatch):
-    """(config path, dagster home, resources) with raw scans of c1 and c2 in the workspace."""
-    root = make_dataset(tmp_path / "Dataset001_Tiny", cases=("c1", "c2"), labelled=("c1",))
-    cfg = make_config(tmp_path, [root])
-    monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))  # the code location's resources read it when a run is created
-    ingest_raw_scans(cfg)
-    queue_packages(cfg, ("c1", "c2"))  # queued: a confirmation confirms its package's pseudo label
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions("cases", ["c1", "c2"])
-    return cfg, home, sensor_resources(cfg)
 
 
 def tick(home: Path, resources: dict, cursor: str | None):
