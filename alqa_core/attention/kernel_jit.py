@@ -1,0 +1,397 @@
+"""Eq. 1-3 compiled with numba: :mod:`.kernel`'s arithmetic in two fused passes, bit-identical to it.
+
+Loaded only when attention is computed (never by importing the package, a
+sensor or the CLI): importing numba costs ~0.15-0.3 s and compiling these
+functions a few seconds on first use; ``cache=True`` keeps the machine code
+on disk (``__pycache__`` beside this file, else numba's user cache), so later
+processes load it in a few hundredths of a second.
+
+Why numba here: the numpy kernel makes ~10 passes over each chunk of words
+(one per ufunc) and gathers bytes per organ with fancy indexing, which left
+it at 30-45% of memcpy bandwidth on organ-like blocks; fused loops read each
+byte of the block once (pass 1) and the active words of an organ once more
+(pass 2).
+
+The same steps as :mod:`.kernel` (its docstring explains them), on the block
+as uint64 words (8 voxels each; a block whose voxel count is not a multiple
+of 8 is copied once, zero-padded: a 0 byte is never active nor high, so the
+padding adds nothing):
+
+1. :func:`active_words`: per chunk of words, the OR across the members
+   covering each organ; a word is active for a scored organ if some byte
+   exceeds ``QuietLevels.low``; the per-byte-lane count of organs with a byte
+   >= 128 finds the words where Eq. 3 can fire, and Eq. 3 is evaluated there
+   8 voxels at a time (lane arithmetic, per member), while the chunk is in
+   cache.
+2. :func:`band_stats`: per organ, on its active words, the voxel
+   classification and Eq. 1-2 with the same integer sums and the same float64
+   operations in the same order (entropy summed member by member from 0.0,
+   then divided; ``sqrt(d) / (n * 255)``), without fastmath, so the floats are
+   bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from alqa_core.attention.constants import entropy_lut, quiet_levels, std_threshold_int
+from alqa_core.attention.kernel import OrganStats
+from alqa_core.config.sections import AttentionConfig
+
+#: Words per chunk of pass 1: 8192 words = 64 KiB per (member, organ) row.
+JIT_CHUNK_WORDS = 8192
+#: Active words per step of pass 2 (its buffers stay in L1/L2).
+BAND_WORDS = 512
+#: Overlap-candidate words handled per batch in pass 1.
+_CAND_BATCH = 256
+
+_ONES = np.uint64(0x0101010101010101)
+_BIAS = np.uint64(0x7E7E7E7E7E7E7E7E)  # a lane count c >= 2 iff c + 0x7E has bit 7 set (c <= 129)
+_HIGHS = np.uint64(0x8080808080808080)
+_SEVEN = np.uint64(7)
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+
+# error_model="numpy": no Python-style division checks, so loops vectorise; no fastmath: IEEE as numpy.
+_JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+
+
+@numba.njit(**_JIT)
+def _grow(arr, cap):
+    out = np.empty(cap, arr.dtype)
+    out[: arr.size] = arr
+    return out
+
+
+@numba.njit(**_JIT)
+def _overlap_voxel(block3, coverage, one_hot, v, ov_vox, ov_organ, n_ov):
+    """Eq. 3 at voxel ``v`` with :mod:`.kernel`'s per-voxel rule (for one-hot members); appends pairs, returns the count."""
+    m_count, c_count = block3.shape[0], block3.shape[1]
+    count = np.zeros(m_count, np.int64)
+    total = 0
+    for m in range(m_count):
+        for c in range(c_count):
+            count[m] += (block3[m, c, v] >> 7) & coverage[m, c]
+        total += count[m]
+    for c in range(c_count):
+        per = 0
+        for m in range(m_count):
+            per += (block3[m, c, v] >> 7) & coverage[m, c]
+        hit = False
+        for m in range(m_count):
+            if (block3[m, c, v] >> 7) & coverage[m, c]:
+                if count[m] >= 2:
+                    hit = True
+                elif one_hot[m] and (total - count[m]) - (per - 1) >= 1:
+                    # a one-hot member cannot overlap itself: other members' other organs count
+                    hit = True
+        if hit:
+            ov_vox[n_ov] = v
+            ov_organ[n_ov] = c
+            n_ov += 1
+    return n_ov
+
+
+@numba.njit(**_JIT)
+def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, need_overlap, chunk, idx):
+    """Pass 1 over ``words`` (M, C, nw) uint64; ``block3`` is the same memory as uint8 (M, C, 8 nw).
+
+    ``members4[c]``: the members covering organ c, padded to a multiple of 4
+    by repeating the last one (OR is idempotent: one fused loop per 4 rows,
+    no intermediate stores); ``-1`` everywhere for an organ no member covers.
+    ``coverage``: uint8 (M, C). Fills ``idx[c, :counts[c]]`` (int32 (C, nw),
+    allocated by the caller) with the active words of scored organ c
+    (ascending). Returns ``(counts, ov_vox, ov_organ, n_ov)``: the ``n_ov``
+    pairs (voxel, organ) where Eq. 3 is 1, by ascending voxel then organ.
+    """
+    m_count, c_count, nw = words.shape
+    counts = np.zeros(c_count, np.int64)
+    cap = 1024
+    ov_vox = np.empty(cap, np.int64)
+    ov_organ = np.empty(cap, np.int32)
+    n_ov = 0
+    u = np.empty(chunk, np.uint64)
+    lanes = np.empty(chunk, np.uint64)
+    flags = np.zeros(chunk + 8, np.uint8)
+    flags8 = flags.view(np.uint64)  # 8 word flags per test: most groups are inactive
+    multi = np.empty(m_count, np.uint64)
+    hits = np.empty(c_count, np.uint64)
+    cw = np.empty(chunk, np.int64)  # candidate words of a chunk
+    hb = np.empty((_CAND_BATCH, m_count, c_count), np.uint64)  # their high bits (lane bit 0)
+    any_hot = one_hot.any()
+    groups = members4.shape[1]
+    for a in range(0, nw, chunk):
+        n = min(chunk, nw - a)
+        lanes[:n] = _ZERO
+        for c in range(c_count):
+            if members4[c, 0] < 0:
+                continue
+            for g in range(0, groups, 4):
+                r0 = words[members4[c, g], c, a : a + n]
+                r1 = words[members4[c, g + 1], c, a : a + n]
+                r2 = words[members4[c, g + 2], c, a : a + n]
+                r3 = words[members4[c, g + 3], c, a : a + n]
+                if g + 4 < groups:  # more members to come
+                    if g == 0:
+                        for w in range(n):
+                            u[w] = r0[w] | r1[w] | r2[w] | r3[w]
+                    else:
+                        for w in range(n):
+                            u[w] |= r0[w] | r1[w] | r2[w] | r3[w]
+                    continue
+                # the last 4 rows: the lane count and the activity flags in the same loop
+                if g == 0:
+                    for w in range(n):
+                        x = r0[w] | r1[w] | r2[w] | r3[w]
+                        lanes[w] += (x >> _SEVEN) & _ONES
+                        flags[w] = (x & low_mask) != _ZERO
+                else:
+                    for w in range(n):
+                        x = u[w] | r0[w] | r1[w] | r2[w] | r3[w]
+                        lanes[w] += (x >> _SEVEN) & _ONES
+                        flags[w] = (x & low_mask) != _ZERO
+            if scored[c]:
+                flags[n : n + 8] = 0
+                got = counts[c]
+                for g in range((n + 7) // 8):
+                    if flags8[g] != _ZERO:
+                        for w in range(8 * g, 8 * g + 8):
+                            if flags[w]:
+                                idx[c, got] = a + w
+                                got += 1
+                counts[c] = got
+        if not need_overlap:
+            continue
+        nc = 0
+        for w in range(n):
+            if ((lanes[w] + _BIAS) & _HIGHS) != _ZERO:  # >= 2 organs high in some member
+                cw[nc] = a + w
+                nc += 1
+        if n_ov + 8 * c_count * nc > cap:
+            cap = 2 * cap + 8 * c_count * nc
+            ov_vox = _grow(ov_vox, cap)
+            ov_organ = _grow(ov_organ, cap)
+        if any_hot:
+            for t in range(nc):
+                for v in range(8):
+                    n_ov = _overlap_voxel(block3, coverage, one_hot, cw[t] * 8 + v, ov_vox, ov_organ, n_ov)
+            continue
+        for b0 in range(0, nc, _CAND_BATCH):
+            nb = min(_CAND_BATCH, nc - b0)
+            # The candidates' high bits, gathered row by row: rows lie a multiple of 4 KiB apart
+            # in a CT-sized block, so reading all rows at one word would thrash the cache sets.
+            for m in range(m_count):
+                for c in range(c_count):
+                    if coverage[m, c]:
+                        for t in range(nb):
+                            hb[t, m, c] = (words[m, c, cw[b0 + t]] >> _SEVEN) & _ONES
+                    else:
+                        for t in range(nb):
+                            hb[t, m, c] = _ZERO
+            for t in range(nb):
+                # Eq. 3, 8 voxels at once: organ c is 1 where some member has it high and another organ high too
+                for m in range(m_count):
+                    cnt = _ZERO
+                    for c in range(c_count):
+                        cnt += hb[t, m, c]
+                    multi[m] = ((cnt + _BIAS) & _HIGHS) >> _SEVEN
+                any_hit = _ZERO
+                for c in range(c_count):
+                    hit = _ZERO
+                    for m in range(m_count):
+                        hit |= hb[t, m, c] & multi[m]
+                    hits[c] = hit
+                    any_hit |= hit
+                for v in range(8):  # pairs by ascending voxel, then organ
+                    shift = np.uint64(8 * v)
+                    if (any_hit >> shift) & _ONE:
+                        for c in range(c_count):
+                            if (hits[c] >> shift) & _ONE:
+                                ov_vox[n_ov] = cw[b0 + t] * 8 + v
+                                ov_organ[n_ov] = c
+                                n_ov += 1
+    return counts, ov_vox, ov_organ, n_ov
+
+
+@numba.njit(**_JIT)
+def band_stats(words, scored, members, n_members, idx, counts, lut, low, high, std_thr, unc_thr, buf_words, starts, band, inc, unc, std, ent):
+    """Pass 2, for each scored organ ``scored[i]``: Eq. 1-2 on its band, written from ``starts[i]``.
+
+    ``members[c, :n_members[c]]``: the members covering organ c;
+    ``idx[c, :counts[c]]`` its active words; ``std_thr[i]``: Eq. 1's integer
+    threshold for its member count. The outputs (allocated by the caller:
+    numpy reuses its allocations from call to call, while fresh pages cost
+    ~2 us each) need room for 8 entries per active word. Returns
+    ``(k, organ_voxels)`` per scored organ: its band voxels and its organ
+    voxel count.
+
+    The members' words of ``buf_words`` active words at a time are gathered
+    into a small buffer; max and min across members, the band's compaction,
+    its sums (member outer, voxel inner: each voxel's entropy is still summed
+    member by member, in member order) and the outputs are loops over it.
+    """
+    m_count = words.shape[0]
+    size = buf_words * 8
+    g64 = np.empty((m_count, buf_words), np.uint64)  # gathered words, one row per member
+    g = g64.view(np.uint8).reshape((m_count, size))
+    hi = np.empty(size, np.uint8)
+    lo = np.empty(size, np.uint8)
+    sel = np.empty(size, np.int64)  # band entries of the buffer
+    s1 = np.empty(size, np.int64)
+    s2 = np.empty(size, np.int64)
+    e = np.empty(size, np.float64)
+    inband = np.empty(size, np.uint8)
+    inband8 = inband.view(np.uint64)
+    lut2 = (lut.reshape((256, 1)) + lut.reshape((1, 256))).ravel()  # row q0, column q1
+    ks = np.zeros(scored.size, np.int64)
+    organs = np.zeros(scored.size, np.int64)
+    for i in range(scored.size):
+        c = scored[i]
+        nm = n_members[c]
+        nw = counts[c]
+        scale = nm * 255.0
+        nmf = float(nm)
+        k = starts[i]
+        organ = 0
+        for a in range(0, nw, buf_words):
+            b = min(a + buf_words, nw)
+            L = (b - a) * 8
+            for j in range(nm):
+                m = members[c, j]
+                for t in range(b - a):
+                    g64[j, t] = words[m, c, idx[c, a + t]]
+            for t in range(L):
+                hi[t] = g[0, t]
+                lo[t] = g[0, t]
+            for j in range(1, nm):
+                for t in range(L):
+                    hi[t] = max(hi[t], g[j, t])
+                    lo[t] = min(lo[t], g[j, t])
+            for t in range(L):  # every member confidently in: organ, no attention
+                organ += np.int64(lo[t]) >= high
+            for t in range(L):
+                inband[t] = (np.int64(hi[t]) > low) & (np.int64(lo[t]) < high)
+            r = 0
+            for w in range(L // 8):  # branch-free compaction, skipping 8 voxels without band at once
+                if inband8[w] != _ZERO:
+                    for t in range(8 * w, 8 * w + 8):
+                        sel[r] = t
+                        r += inband[t]
+            for t in range(r):
+                q0 = np.int64(g[0, sel[t]])
+                s1[t] = q0
+                s2[t] = q0 * q0
+            if nm == 1:
+                for t in range(r):
+                    e[t] = lut[g[0, sel[t]]]
+            else:  # members 0 and 1 at once: lut2[q0, q1] = lut[q0] + lut[q1], the same sum in the same order
+                for t in range(r):
+                    q1 = np.int64(g[1, sel[t]])
+                    e[t] = lut2[np.int64(g[0, sel[t]]) * 256 + q1]
+                    s1[t] += q1
+                    s2[t] += q1 * q1
+            for j in range(2, nm):
+                for t in range(r):
+                    q = np.int64(g[j, sel[t]])
+                    e[t] += lut[q]
+                    s1[t] += q
+                    s2[t] += q * q
+            # the outputs, one simple loop each (a fused loop does not vectorise and runs 2x slower)
+            for t in range(r):
+                s = sel[t]
+                band[k + t] = np.int64(idx[c, a + (s >> 3)]) * 8 + (s & 7)
+            for t in range(r):
+                d = s2[t] * nm - s1[t] * s1[t]  # = (n * 255 * std)^2, exactly
+                std[k + t] = math.sqrt(d) / scale
+                inc[k + t] = d > std_thr[i]
+            for t in range(r):
+                et = e[t] / nmf
+                ent[k + t] = et
+                unc[k + t] = et > unc_thr
+            for t in range(r):
+                organ += 2 * s1[t] > 255 * nm
+            k += r
+        ks[i] = k - starts[i]
+        organs[i] = organ
+    return ks, organs
+
+
+@numba.njit(**_JIT)
+def split_by_organ(vox, organ, c_count):
+    """Counting sort of (voxel, organ) pairs by organ, stable: ``(voxels, starts)``, organ c's at ``voxels[starts[c]:starts[c + 1]]``."""
+    starts = np.zeros(c_count + 1, np.int64)
+    for t in range(organ.size):
+        starts[organ[t] + 1] += 1
+    for c in range(c_count):
+        starts[c + 1] += starts[c]
+    fill = starts[:-1].copy()
+    out = np.empty(vox.size, np.int64)
+    for t in range(vox.size):
+        out[fill[organ[t]]] = vox[t]
+        fill[organ[t]] += 1
+    return out, starts
+
+
+def organ_statistics_jit(
+    block3: np.ndarray, coverage: np.ndarray, one_hot: np.ndarray, scored: list[int], config: AttentionConfig
+) -> dict[int, OrganStats]:
+    """:func:`alqa_core.attention.kernel.organ_statistics` through the compiled passes (same arguments, same result)."""
+    m_count, c_count, n = block3.shape
+    block3 = np.ascontiguousarray(block3)
+    if n % 8:  # whole words only: a zero-padded copy (zeros are never active nor high)
+        padded = np.zeros((m_count, c_count, n + 8 - n % 8), np.uint8)
+        padded[:, :, :n] = block3
+        block3 = padded
+    words = block3.view(np.uint64)
+    levels = quiet_levels(config)
+    coverage = np.asarray(coverage, dtype=bool)
+    covered = [c for c in range(c_count) if coverage[:, c].any()]
+    need_overlap = len(covered) >= 2
+    if need_overlap and c_count > 129:
+        raise ValueError(f"at most 129 organ channels are supported, got {c_count}")
+    members_of = [np.flatnonzero(coverage[:, c]).astype(np.int64) for c in range(c_count)]
+    members4 = np.full((c_count, 4 * -(-m_count // 4)), -1, np.int64)
+    for c, ms in enumerate(members_of):
+        if ms.size:
+            members4[c, : ms.size] = ms
+            members4[c, ms.size :] = ms[-1]
+    is_scored = np.zeros(c_count, np.bool_)
+    is_scored[list(scored)] = True
+    hot = np.ascontiguousarray(one_hot, dtype=np.bool_)
+    idx = np.empty((c_count, words.shape[2]), np.int32)  # only the pages written are touched
+    counts, ov_vox, ov_organ, n_ov = active_words(
+        words, block3, members4, is_scored, levels.low_word_mask, coverage.astype(np.uint8), hot, need_overlap, JIT_CHUNK_WORDS, idx
+    )
+    ov_vox, ov_starts = split_by_organ(ov_vox[:n_ov], ov_organ[:n_ov], c_count)
+    lut = np.ascontiguousarray(entropy_lut(config.entropy))
+    scored_arr = np.asarray(scored, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(8 * counts[scored_arr]))).astype(np.int64)
+    band = np.empty(int(starts[-1]), np.int64)  # room for every voxel of the active words, organ after organ
+    inc, unc = np.empty(band.size, bool), np.empty(band.size, bool)
+    std, ent = np.empty(band.size, np.float64), np.empty(band.size, np.float64)
+    n_members = np.array([ms.size for ms in members_of], np.int64)
+    members = np.zeros((c_count, max(m_count, 1)), np.int64)
+    for c, ms in enumerate(members_of):
+        members[c, : ms.size] = ms
+    std_thr = np.array([std_threshold_int(config.inconsistency_threshold, int(n_members[c])) for c in scored], np.int64)
+    ks, organs = band_stats(
+        words, scored_arr, members, n_members, idx, counts, lut, levels.low, levels.high, std_thr,
+        float(config.uncertainty_threshold), BAND_WORDS, starts, band, inc, unc, std, ent,
+    )
+    empty = np.zeros(0, dtype=np.int64)
+    out = {}
+    for i, c in enumerate(scored):
+        a, b = starts[i], starts[i] + ks[i]
+        out[c] = OrganStats(
+            band=band[a:b],
+            inconsistent=inc[a:b],
+            uncertain=unc[a:b],
+            std=std[a:b],
+            entropy=ent[a:b],
+            overlap=ov_vox[ov_starts[c] : ov_starts[c + 1]] if need_overlap else empty,
+            organ_voxels=int(organs[i]),
+        )
+    return out
