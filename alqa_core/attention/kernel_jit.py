@@ -110,8 +110,8 @@ def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, n
     m_count, c_count, nw = words.shape
     counts = np.zeros(c_count, np.int64)
     cap = 1024
-    ov_vox = np.empty(cap, np.int64)
-    ov_organ = np.empty(cap, np.int32)
+    ov_vox = np.empty(cap, np.int32)  # voxel counts stay below 2^31 (checked by the caller)
+    ov_organ = np.empty(cap, np.uint8)  # at most 129 organs
     n_ov = 0
     u = np.empty(chunk, np.uint64)
     lanes = np.empty(chunk, np.uint64)
@@ -340,6 +340,8 @@ def organ_statistics_jit(
 ) -> dict[int, OrganStats]:
     """:func:`alqa_core.attention.kernel.organ_statistics` through the compiled passes (same arguments, same result)."""
     m_count, c_count, n = block3.shape
+    if n + 8 >= 2**31:
+        raise ValueError(f"at most 2^31 - 9 voxels per channel are supported, got {n}")
     block3 = np.ascontiguousarray(block3)
     if n % 8:  # whole words only: a zero-padded copy (zeros are never active nor high)
         padded = np.zeros((m_count, c_count, n + 8 - n % 8), np.uint8)
