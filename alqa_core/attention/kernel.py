@@ -210,7 +210,7 @@ def _numba_kernel():
     """The compiled kernel, or None with a warning (once) when numba cannot be imported."""
     try:
         from alqa_core.attention.kernel_jit import organ_statistics_jit
-    except ImportError as exc:
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: numba found no writable cache directory
         warnings.warn(f"attention: numba is not importable ({exc}); the numpy kernel (2-3x slower) is used", stacklevel=3)
         return None
     return organ_statistics_jit
