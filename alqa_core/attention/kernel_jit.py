@@ -96,19 +96,25 @@ def _overlap_voxel(block3, coverage, one_hot, v, ov_vox, ov_organ, n_ov):
 
 
 @numba.njit(**_JIT)
-def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, need_overlap, chunk, idx):
+def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, need_overlap, chunk, flat):
     """Pass 1 over ``words`` (M, C, nw) uint64; ``block3`` is the same memory as uint8 (M, C, 8 nw).
 
     ``members4[c]``: the members covering organ c, padded to a multiple of 4
     by repeating the last one (OR is idempotent: one fused loop per 4 rows,
     no intermediate stores); ``-1`` everywhere for an organ no member covers.
-    ``coverage``: uint8 (M, C). Fills ``idx[c, :counts[c]]`` (int32 (C, nw),
-    allocated by the caller) with the active words of scored organ c
-    (ascending). Returns ``(counts, ov_vox, ov_organ, n_ov)``: the ``n_ov``
-    pairs (voxel, organ) where Eq. 3 is 1, by ascending voxel then organ.
+    ``coverage``: uint8 (M, C). Writes the active words of the scored organs
+    to ``flat`` (int32, room for C * nw, allocated by the caller; written
+    from its start, so only the pages needed are touched), chunk after
+    chunk, organ after organ. Returns ``(counts, segments, ov_vox, ov_organ,
+    n_ov)``: ``counts[c]`` active words of organ c, ``segments[k, c]`` where
+    chunk k's words of organ c start in ``flat`` (ascending within a
+    segment), and the ``n_ov`` pairs (voxel, organ) where Eq. 3 is 1, by
+    ascending voxel then organ.
     """
     m_count, c_count, nw = words.shape
     counts = np.zeros(c_count, np.int64)
+    segments = np.zeros(((nw + chunk - 1) // chunk + 1, c_count), np.int64)
+    n_flat = 0
     cap = 1024
     ov_vox = np.empty(cap, np.int32)  # voxel counts stay below 2^31 (checked by the caller)
     ov_organ = np.empty(cap, np.uint8)  # at most 129 organs
@@ -127,6 +133,7 @@ def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, n
         n = min(chunk, nw - a)
         lanes[:n] = _ZERO
         for c in range(c_count):
+            segments[a // chunk, c] = n_flat
             if members4[c, 0] < 0:
                 continue
             for g in range(0, groups, 4):
@@ -155,14 +162,14 @@ def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, n
                         flags[w] = (x & low_mask) != _ZERO
             if scored[c]:
                 flags[n : n + 8] = 0
-                got = counts[c]
+                start = n_flat
                 for g in range((n + 7) // 8):
                     if flags8[g] != _ZERO:
                         for w in range(8 * g, 8 * g + 8):
                             if flags[w]:
-                                idx[c, got] = a + w
-                                got += 1
-                counts[c] = got
+                                flat[n_flat] = a + w
+                                n_flat += 1
+                counts[c] += n_flat - start
         if not need_overlap:
             continue
         nc = 0
@@ -213,15 +220,17 @@ def active_words(words, block3, members4, scored, low_mask, coverage, one_hot, n
                                 ov_vox[n_ov] = cw[b0 + t] * 8 + v
                                 ov_organ[n_ov] = c
                                 n_ov += 1
-    return counts, ov_vox, ov_organ, n_ov
+    segments[-1, :] = n_flat  # the end of the last chunk's last segment
+    return counts, segments, ov_vox, ov_organ, n_ov
 
 
 @numba.njit(**_JIT)
-def band_stats(words, scored, members, n_members, idx, counts, lut, low, high, std_thr, unc_thr, buf_words, starts, band, inc, unc, std, ent):
+def band_stats(words, scored, members, n_members, flat, segments, counts, chunk, lut, low, high, std_thr, unc_thr, buf_words, starts, band, inc, unc, std, ent):
     """Pass 2, for each scored organ ``scored[i]``: Eq. 1-2 on its band, written from ``starts[i]``.
 
     ``members[c, :n_members[c]]``: the members covering organ c;
-    ``idx[c, :counts[c]]`` its active words; ``std_thr[i]``: Eq. 1's integer
+    ``flat``, ``segments``, ``counts``, ``chunk``: its active words, as
+    :func:`active_words` left them; ``std_thr[i]``: Eq. 1's integer
     threshold for its member count. The outputs (allocated by the caller:
     numpy reuses its allocations from call to call, while fresh pages cost
     ~2 us each) need room for 8 entries per active word. Returns
@@ -248,10 +257,18 @@ def band_stats(words, scored, members, n_members, idx, counts, lut, low, high, s
     lut2 = (lut.reshape((256, 1)) + lut.reshape((1, 256))).ravel()  # row q0, column q1
     ks = np.zeros(scored.size, np.int64)
     organs = np.zeros(scored.size, np.int64)
+    idx = np.empty(counts.max() if counts.size else 0, np.int32)
+    nw_all = words.shape[2]
     for i in range(scored.size):
         c = scored[i]
         nm = n_members[c]
-        nw = counts[c]
+        nw = 0
+        for ch in range((nw_all + chunk - 1) // chunk):  # the organ's words, chunk after chunk (ascending)
+            seg_start = segments[ch, c]
+            seg_stop = segments[ch, c + 1] if c + 1 < segments.shape[1] else segments[ch + 1, 0]
+            for t in range(seg_start, seg_stop):
+                idx[nw] = flat[t]
+                nw += 1
         scale = nm * 255.0
         nmf = float(nm)
         k = starts[i]
@@ -262,7 +279,7 @@ def band_stats(words, scored, members, n_members, idx, counts, lut, low, high, s
             for j in range(nm):
                 m = members[c, j]
                 for t in range(b - a):
-                    g64[j, t] = words[m, c, idx[c, a + t]]
+                    g64[j, t] = words[m, c, idx[a + t]]
             for t in range(L):
                 hi[t] = g[0, t]
                 lo[t] = g[0, t]
@@ -302,7 +319,7 @@ def band_stats(words, scored, members, n_members, idx, counts, lut, low, high, s
             # the outputs, one simple loop each (a fused loop does not vectorise and runs 2x slower)
             for t in range(r):
                 s = sel[t]
-                band[k + t] = np.int64(idx[c, a + (s >> 3)]) * 8 + (s & 7)
+                band[k + t] = np.int64(idx[a + (s >> 3)]) * 8 + (s & 7)
             for t in range(r):
                 d = s2[t] * nm - s1[t] * s1[t]  # = (n * 255 * std)^2, exactly
                 std[k + t] = math.sqrt(d) / scale
@@ -363,9 +380,10 @@ def organ_statistics_jit(
     is_scored = np.zeros(c_count, np.bool_)
     is_scored[list(scored)] = True
     hot = np.ascontiguousarray(one_hot, dtype=np.bool_)
-    idx = np.empty((c_count, words.shape[2]), np.int32)  # only the pages written are touched
-    counts, ov_vox, ov_organ, n_ov = active_words(
-        words, block3, members4, is_scored, levels.low_word_mask, coverage.astype(np.uint8), hot, need_overlap, JIT_CHUNK_WORDS, idx
+    flat = np.empty(c_count * words.shape[2], np.int32)  # written from its start: only the pages needed are touched
+    chunk = JIT_CHUNK_WORDS
+    counts, segments, ov_vox, ov_organ, n_ov = active_words(
+        words, block3, members4, is_scored, levels.low_word_mask, coverage.astype(np.uint8), hot, need_overlap, chunk, flat
     )
     ov_vox, ov_starts = split_by_organ(ov_vox[:n_ov], ov_organ[:n_ov], c_count)
     lut = np.ascontiguousarray(entropy_lut(config.entropy))
@@ -380,7 +398,7 @@ def organ_statistics_jit(
         members[c, : ms.size] = ms
     std_thr = np.array([std_threshold_int(config.inconsistency_threshold, int(n_members[c])) for c in scored], np.int64)
     ks, organs = band_stats(
-        words, scored_arr, members, n_members, idx, counts, lut, levels.low, levels.high, std_thr,
+        words, scored_arr, members, n_members, flat, segments, counts, chunk, lut, levels.low, levels.high, std_thr,
         float(config.uncertainty_threshold), BAND_WORDS, starts, band, inc, unc, std, ent,
     )
     empty = np.zeros(0, dtype=np.int64)
