@@ -316,18 +316,23 @@ def band_stats(words, scored, members, n_members, flat, segments, counts, chunk,
                     e[t] += lut[q]
                     s1[t] += q
                     s2[t] += q * q
-            # the outputs, one simple loop each (a fused loop does not vectorise and runs 2x slower)
+            # the outputs, one simple loop each (fused loops do not vectorise and run 2x slower)
             for t in range(r):
                 s = sel[t]
                 band[k + t] = np.int64(idx[a + (s >> 3)]) * 8 + (s & 7)
+            thr = std_thr[i]
             for t in range(r):
-                d = s2[t] * nm - s1[t] * s1[t]  # = (n * 255 * std)^2, exactly
-                std[k + t] = math.sqrt(d) / scale
-                inc[k + t] = d > std_thr[i]
+                s2[t] = s2[t] * nm - s1[t] * s1[t]  # now d = (n * 255 * std)^2, exactly
             for t in range(r):
-                et = e[t] / nmf
-                ent[k + t] = et
-                unc[k + t] = et > unc_thr
+                inc[k + t] = s2[t] > thr
+            std_out = std[k : k + r]  # views: the loops below then vectorise (square root, division)
+            for t in range(r):
+                std_out[t] = math.sqrt(s2[t]) / scale
+            ent_out = ent[k : k + r]
+            for t in range(r):
+                ent_out[t] = e[t] / nmf
+            for t in range(r):
+                unc[k + t] = ent_out[t] > unc_thr
             for t in range(r):
                 organ += 2 * s1[t] > 255 * nm
             k += r
