@@ -17,7 +17,8 @@ once per ``--backends`` entry: ``numpy`` is the kernel as it was before numba,
 ``numba`` the compiled one that ``auto`` picks, ``torch`` the dense GPU
 kernel run on this CPU; every backend's output is checked bit for bit
 against numpy's; transcription: everything before cleaning). "total" adds
-the cleaning in mm, the heatmap and the attention sizes (``auto`` backend).
+the cleaning in mm, the heatmap and the attention sizes (``auto`` backend:
+numba for blocks of 32 MiB and more).
 GB/s is the block's size over the time. The first line gives numba's import
 and first-call cost (compilation, or loading the on-disk cache).
 The phantom is organ-like: 10 ellipsoid organs with sigmoid edges, members
@@ -147,7 +148,7 @@ def run(label, block, spacing, repeats, cfg, backends, with_transcription=True):
     t_copy2, _ = best_of(lambda: np.copyto(dst, block), repeats)  # again: the machine is shared
     t_copy = min(t_copy, t_copy2)
     bw = gb / t_copy
-    auto = resolve_backend("auto")
+    auto = resolve_backend("auto", block.nbytes)
     print(f"\n== {label}: block {block.shape} uint8 = {block.nbytes / 1e6:.0f} MB, spacing {spacing} mm")
     print(f"  attention: {res.size.attention_ml:.1f} mL over {sum(o.attention_voxels > 0 for o in res.size.organs)} organs")
     print(f"  {'':34s} {'time ms':>9s} {'GB/s':>7s} {'% memcpy':>9s}")

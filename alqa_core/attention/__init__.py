@@ -21,7 +21,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "cleaning": ["CONNECTIVITY_26", "clean_mask", "clean_voxels", "ellipsoid_structure", "is_noop", "voxel_cube_structure"],
         "compute": ["AttentionResult", "attention_from_predictions", "compute_attention"],
         "constants": ["HIGH_U8", "QuietLevels", "entropy_lut", "quiet_levels", "std_threshold_int"],
-        "kernel": ["BACKENDS", "CHUNK_WORDS", "DENSE_FRACTION", "OVERLAP_SLICE_VOXELS", "OrganStats", "organ_statistics", "resolve_backend"],
+        "kernel": ["AUTO_NUMBA_MIN_BYTES", "BACKENDS", "CHUNK_WORDS", "DENSE_FRACTION", "OVERLAP_SLICE_VOXELS", "OrganStats", "organ_statistics", "resolve_backend"],
         "kernel_jit": ["entropy_tables", "organ_statistics_jit"],
         "kernel_torch": ["attention_device", "organ_statistics_torch"],
         "size": ["AttentionRecords", "AttentionSize", "OrganAttentionSize", "organ_size", "unscored_size"],

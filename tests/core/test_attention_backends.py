@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from alqa_core.attention import kernel_jit
 from alqa_core.attention.compute import compute_attention
-from alqa_core.attention.kernel import organ_statistics, resolve_backend
+from alqa_core.attention.kernel import AUTO_NUMBA_MIN_BYTES, organ_statistics, resolve_backend
 from alqa_core.attention.kernel_torch import attention_device
 from alqa_core.config.sections import AttentionConfig
 from alqa_core.errors import AlqaInputError
@@ -114,8 +114,11 @@ def test_numba_kernel_over_many_chunks_and_candidate_batches(monkeypatch):
     _assert_same_bits(ref, organ_statistics(*args, backend="numba"))
 
 
-def test_auto_is_numba_and_the_results_of_compute_attention_agree():
+def test_auto_is_numba_for_large_blocks_and_the_results_of_compute_attention_agree():
     assert resolve_backend("auto") == "numba"  # numba is a dependency: a missing one fails here, not silently
+    assert resolve_backend("auto", AUTO_NUMBA_MIN_BYTES) == "numba"
+    assert resolve_backend("auto", AUTO_NUMBA_MIN_BYTES - 1) == "numpy"  # not worth loading numba for
+    assert resolve_backend("numba", 10) == "numba" and resolve_backend("torch", 10) == "torch"
     rng = np.random.default_rng(8)
     block = _organ_like(rng, 3, 4, (20, 18, 16))
     results = {b: compute_attention(block, organs=list("abcd"), spacing_mm=(2.0, 2.0, 2.0), backend=b) for b in ("numpy", "numba", "torch")}
@@ -160,9 +163,9 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_is_refused_clearly():
         block[0, 0, 2:8, 2:8, 2:8] = 255
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = compute_attention(block, organs=["a"], spacing_mm=(2.0, 2.0, 2.0))
-        assert resolve_backend("auto") == "numpy"
-        assert res.heatmap.any() and any("numba is not importable" in str(w.message) for w in caught), caught
+            assert resolve_backend("auto") == "numpy"  # a large block's choice
+        assert any("numba is not importable" in str(w.message) for w in caught), caught
+        assert compute_attention(block, organs=["a"], spacing_mm=(2.0, 2.0, 2.0)).heatmap.any()
         try:
             compute_attention(block, organs=["a"], spacing_mm=(2.0, 2.0, 2.0), backend="numba")
         except ImportError as exc:
@@ -177,6 +180,32 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_is_refused_clearly():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "fallback ok" in out.stdout
+
+
+def test_auto_loads_numba_only_for_a_large_block():
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from alqa_core.attention.compute import compute_attention
+        from alqa_core.attention.kernel import AUTO_NUMBA_MIN_BYTES
+        small = np.zeros((3, 2, 20, 20, 20), np.uint8)
+        small[0, 0, 5:15, 5:15, 5:15] = 255
+        a = compute_attention(small, organs=["a", "b"], spacing_mm=(2.0, 2.0, 2.0))
+        assert a.heatmap.any() and "numba" not in sys.modules
+        k = AUTO_NUMBA_MIN_BYTES // (3 * 2 * 64 * 64) + 1
+        large = np.zeros((3, 2, 64, 64, k), np.uint8)
+        large[:, :, :20, :20, :20] = small
+        b = compute_attention(large, organs=["a", "b"], spacing_mm=(2.0, 2.0, 2.0))
+        assert "numba" in sys.modules
+        assert np.array_equal(b.heatmap[:, :20, :20, :20], a.heatmap) and not b.heatmap[:, 20:].any()
+        print("auto ok")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "auto ok" in out.stdout
 
 
 def test_importing_the_attention_package_loads_neither_numba_nor_torch():
