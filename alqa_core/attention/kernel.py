@@ -23,9 +23,10 @@ the dense computation.
 
 :func:`organ_statistics` runs one of three implementations of these steps,
 all bit-identical (tested): ``numpy`` (here), ``numba`` (the same passes
-compiled and fused, :mod:`.kernel_jit`; ~2x faster, the default for blocks of
-32 MiB and more when numba is installed) and ``torch`` (dense, on a CPU or a GPU, :mod:`.kernel_torch`).
-Neither numba nor torch is imported until a backend needs it.
+compiled and fused, :mod:`.kernel_jit`; ~2x faster, the default for blocks
+of 32 MiB and more when numba is installed) and ``torch`` (dense, on a CPU
+or a GPU, :mod:`.kernel_torch`). Neither numba nor torch is imported until a
+backend needs it.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """Eq. 1-3 compiled with numba: :mod:`.kernel`'s arithmetic in two fused passes, bit-identical to it.
 
-Loaded only when attention is computed (never by importing the package, a
-sensor or the CLI): importing numba costs ~0.15-0.3 s and compiling these
-functions a few seconds on first use; ``cache=True`` keeps the machine code
-on disk (``__pycache__`` beside this file, else numba's user cache), so later
-processes load it in a few hundredths of a second.
+Loaded only when attention is computed on a large block (never by importing
+the package, a sensor or the CLI; see ``kernel.AUTO_NUMBA_MIN_BYTES``).
+Measured cost: importing numba 0.12-0.2 s; compiling these functions ~8 s on
+the first call ever; ``cache=True`` keeps the machine code on disk (~1 MB in
+``__pycache__`` beside this file, else numba's user cache), after which a new
+process's first call costs ~0.2 s.
 
 Why numba here: the numpy kernel makes ~10 passes over each chunk of words
 (one per ufunc) and gathers bytes per organ with fancy indexing, which left
 it at 30-45% of memcpy bandwidth on organ-like blocks; fused loops read each
 byte of the block once (pass 1) and the active words of an organ once more
-(pass 2).
+(pass 2), for 60-80% (``benchmarks/bench_attention.py``).
 
 The same steps as :mod:`.kernel` (its docstring explains them), on the block
 as uint64 words (8 voxels each; a block whose voxel count is not a multiple
