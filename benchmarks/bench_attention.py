@@ -1,19 +1,26 @@
 """Attention maps (Eq. 1-4): alqa's vectorised kernel vs a straightforward numpy transcription vs memcpy.
 
-Run: ``.venv/bin/python benchmarks/bench_attention.py [--sizes small,large] [--repeats 5]``
+Run: ``.venv/bin/python benchmarks/bench_attention.py [--sizes small,large] [--repeats 5] [--backends numpy,numba]``
 
 In one process, per size, on the same uint8 block (members x organs x i x j x k):
 
 1. ``memcpy``: ``np.copyto`` of the block into a preallocated array (the
-   machine's copy bandwidth on these bytes, best of ``--repeats``);
+   machine's copy bandwidth on these bytes, best of ``--repeats``, measured
+   before and after the kernels: the machine is shared);
 2. ``transcription``: Eq. 1-4 written out the obvious way (float64
    probabilities, ``std(axis=0)``, entropy with ``log``, overlap by summing
    binaries), with the same cleaning (scipy on the whole volume), once;
 3. ``alqa``: :func:`alqa_core.attention.compute_attention`, best of ``--repeats``.
 
-"core" is Eq. 1-3 with their thresholds (alqa: ``kernel.organ_statistics``;
-transcription: everything before cleaning). "total" adds the cleaning in mm,
-the heatmap and the attention sizes. GB/s is the block's size over the time.
+"core" is Eq. 1-3 with their thresholds (alqa: ``kernel.organ_statistics``,
+once per ``--backends`` entry: ``numpy`` is the kernel as it was before numba,
+``numba`` the compiled one that ``auto`` picks, ``torch`` the dense GPU
+kernel run on this CPU; every backend's output is checked bit for bit
+against numpy's; transcription: everything before cleaning). "total" adds
+the cleaning in mm, the heatmap and the attention sizes (``auto`` backend:
+numba for blocks of 32 MiB and more).
+GB/s is the block's size over the time. The first line gives numba's import
+and first-call cost (compilation, or loading the on-disk cache).
 The phantom is organ-like: 10 ellipsoid organs with sigmoid edges, members
 jittered by ~1 mm, and three disagreement blobs; most voxels are background,
 as in real soft predictions. A worst case (uniform noise: every voxel is
@@ -32,7 +39,7 @@ from scipy.special import entr
 
 from alqa_core.attention.cleaning import clean_mask, ellipsoid_structure
 from alqa_core.attention.compute import compute_attention
-from alqa_core.attention.kernel import organ_statistics
+from alqa_core.attention.kernel import organ_statistics, resolve_backend
 from alqa_core.config.sections import AttentionConfig
 
 SIZES = {
@@ -119,25 +126,40 @@ def best_of(fn, repeats):
     return best, out
 
 
-def run(label, block, spacing, repeats, cfg, with_transcription=True):
+def _same_bits(a, b) -> bool:
+    fields = ("band", "inconsistent", "uncertain", "std", "entropy", "overlap")
+    return a.keys() == b.keys() and all(
+        getattr(a[c], f).dtype == getattr(b[c], f).dtype and getattr(a[c], f).tobytes() == getattr(b[c], f).tobytes() for c in a for f in fields
+    ) and all(a[c].organ_voxels == b[c].organ_voxels for c in a)
+
+
+def run(label, block, spacing, repeats, cfg, backends, with_transcription=True):
     m_count, c_count = block.shape[:2]
     organs = [f"organ{c}" for c in range(c_count)]
     gb = block.nbytes / 1e9
     dst = np.empty_like(block)
     t_copy, _ = best_of(lambda: np.copyto(dst, block), repeats)
     cov = np.ones((m_count, c_count), bool)
-    t_core, _ = best_of(lambda: organ_statistics(block.reshape(m_count, c_count, -1), cov, np.zeros(m_count, bool), list(range(c_count)), cfg), repeats)
+    block3 = block.reshape(m_count, c_count, -1)
+    core = {}
+    for b in backends:
+        core[b] = best_of(lambda: organ_statistics(block3, cov, np.zeros(m_count, bool), list(range(c_count)), cfg, backend=b, device="cpu"), repeats)
     t_total, res = best_of(lambda: compute_attention(block, organs=organs, spacing_mm=spacing, config=cfg), repeats)
     t_copy2, _ = best_of(lambda: np.copyto(dst, block), repeats)  # again: the machine is shared
     t_copy = min(t_copy, t_copy2)
     bw = gb / t_copy
+    auto = resolve_backend("auto", block.nbytes)
     print(f"\n== {label}: block {block.shape} uint8 = {block.nbytes / 1e6:.0f} MB, spacing {spacing} mm")
     print(f"  attention: {res.size.attention_ml:.1f} mL over {sum(o.attention_voxels > 0 for o in res.size.organs)} organs")
     print(f"  {'':34s} {'time ms':>9s} {'GB/s':>7s} {'% memcpy':>9s}")
     print(f"  {'memcpy (np.copyto)':34s} {t_copy * 1e3:9.1f} {bw:7.2f} {100:8.0f}%")
     row = lambda name, t: print(f"  {name:34s} {t * 1e3:9.1f} {gb / t:7.2f} {100 * (gb / t) / bw:8.0f}%")  # noqa: E731
-    row("alqa core (Eq. 1-3 + thresholds)", t_core)
-    row("alqa total (with cleaning, sizes)", t_total)
+    ref = core["numpy"][1] if "numpy" in core else None
+    for b, (t, out) in core.items():
+        same = "" if ref is None or b == "numpy" else f"   bits equal numpy's: {_same_bits(ref, out)}"
+        print(f"  {f'alqa core, {b} kernel':34s} {t * 1e3:9.1f} {gb / t:7.2f} {100 * (gb / t) / bw:8.0f}%{same}")
+    row(f"alqa total ({auto}, cleaning, sizes)", t_total)
+    t_core = core[auto][0] if auto in core else min(t for t, _ in core.values())
     print(f"  {'  of which cleaning + assembly':34s} {(t_total - t_core) * 1e3:9.1f}")
     if not with_transcription:
         return
@@ -155,7 +177,7 @@ def run(label, block, spacing, repeats, cfg, with_transcription=True):
     ok = diff <= 1 and same_region and same_organ
     print(f"  outputs agree: {ok} (heatmap max |diff| {diff}/255, regions equal {same_region}, organ volumes equal {same_organ})")
     core_ok = (gb / t_core) / bw >= 0.5 and tr_core / t_core >= 5
-    print(f"  targets (>= 50% of memcpy bandwidth and >= 5x the transcription) on core: {'met' if core_ok else 'NOT met'}; "
+    print(f"  targets (>= 50% of memcpy bandwidth and >= 5x the transcription) on core ({auto}): {'met' if core_ok else 'NOT met'}; "
           f"on total: {'met' if (gb / t_total) / bw >= 0.5 and tr_total / t_total >= 5 else 'NOT met'}")
 
 
@@ -163,18 +185,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="small,large")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backends", default="numpy,numba", help="kernels timed for the core (numpy, numba, torch)")
     args = ap.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     cfg = AttentionConfig()
-    print(f"numpy {np.__version__}, {platform.processor() or platform.machine()}, single thread (numpy)")
+    t = time.perf_counter()
+    auto = resolve_backend("auto")  # imports numba (and the compiled kernel's module) when installed
+    t_import = time.perf_counter() - t
+    tiny = np.zeros((3, 2, 64), np.uint8)
+    tiny[:, :, 10:20] = [[[200]], [[100]], [[30]]]
+    t = time.perf_counter()
+    organ_statistics(tiny, np.ones((3, 2), bool), np.zeros(3, bool), [0, 1], cfg)
+    t_first = time.perf_counter() - t
+    print(f"numpy {np.__version__}, {platform.processor() or platform.machine()}, single thread; auto backend: {auto} "
+          f"(import {t_import:.2f} s, first call {t_first:.2f} s: compilation, or the on-disk cache)")
     for name in args.sizes.split(","):
         shape, spacing = SIZES[name]
         t = time.perf_counter()
         block = phantom(shape, spacing)
         print(f"\n(phantom {name} built in {time.perf_counter() - t:.1f} s)")
-        run(f"{name}, organ-like phantom", block, spacing, args.repeats, cfg)
+        run(f"{name}, organ-like phantom", block, spacing, args.repeats, cfg, backends)
         if name == "small":
             noise = np.random.default_rng(1).integers(0, 256, block.shape, dtype=np.uint8)
-            run(f"{name}, worst case (uniform noise, every voxel active)", noise, spacing, max(1, args.repeats // 2), cfg)
+            run(f"{name}, worst case (uniform noise, every voxel active)", noise, spacing, max(1, args.repeats // 2), cfg, backends)
         del block
 
 

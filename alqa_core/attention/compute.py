@@ -134,14 +134,17 @@ def compute_attention(
     config: AttentionConfig = AttentionConfig(),
     case_id: str = "",
     dataset: str = "",
+    backend: str = "auto",
+    device: str | None = None,
 ) -> AttentionResult:
     """Attention maps from the stacked uint8 block (M, C, i, j, k) of M members' ``round(p * 255)``.
 
     ``member_organs[m]``: the organs member m predicts (default all); a
     member's other channels are ignored. ``one_hot[m]``: member m is a label
     map. ``annotated_organs``: organs the case's own dataset annotates; they
-    get no attention unless ``config.score_annotated``. The input is not
-    modified.
+    get no attention unless ``config.score_annotated``. ``backend`` and
+    ``device`` choose the Eq. 1-3 kernel (:func:`~alqa_core.attention.kernel.organ_statistics`;
+    all give the same result). The input is not modified.
     """
     block = np.asarray(probabilities)
     if block.dtype != np.uint8 or block.ndim != 5:
@@ -163,7 +166,7 @@ def compute_attention(
     ]
     shape = tuple(int(s) for s in block.shape[2:])
     block3 = np.ascontiguousarray(block).reshape(n_members, n_organs, -1)
-    stats = organ_statistics(block3, coverage, hot, scored, config)
+    stats = organ_statistics(block3, coverage, hot, scored, config, backend=backend, device=device)
 
     structure = ellipsoid_structure(config.cleaning_radius_mm, spacing)
     heatmap = np.zeros((n_organs, block3.shape[2]), dtype=np.uint8)
@@ -202,6 +205,7 @@ def attention_from_predictions(
     config: AttentionConfig = AttentionConfig(),
     case_id: str = "",
     dataset: str = "",
+    backend: str = "auto",
 ) -> AttentionResult:
     """:func:`compute_attention` from members' :class:`SoftPrediction` on one grid.
 
@@ -241,4 +245,5 @@ def attention_from_predictions(
         config=config,
         case_id=case_id,
         dataset=dataset,
+        backend=backend,
     )

@@ -69,13 +69,13 @@ def transcription(block, spacing, cfg, one_hot=None, coverage=None, scored=None)
     return heat, organ_vox
 
 
-def _assert_matches_transcription(block, spacing, cfg, one_hot=None, coverage=None, annotated=()):
+def _assert_matches_transcription(block, spacing, cfg, one_hot=None, coverage=None, annotated=(), backend="auto"):
     m_count, c_count = block.shape[:2]
     organs = [f"o{c}" for c in range(c_count)]
     member_organs = None if coverage is None else [[organs[c] for c in range(c_count) if coverage[m, c]] for m in range(m_count)]
     res = compute_attention(
         block, organs=organs, spacing_mm=spacing, one_hot=one_hot, member_organs=member_organs,
-        annotated_organs=annotated, config=cfg,
+        annotated_organs=annotated, config=cfg, backend=backend,
     )
     cov = np.ones((m_count, c_count), bool) if coverage is None else coverage
     scored = [c for c in range(c_count) if cov[:, c].any() and organs[c] not in annotated]
@@ -409,13 +409,14 @@ def _organ_like(rng, members, organs, shape, inside=0.12):
         AttentionConfig(inconsistency_threshold=1e-3, uncertainty_threshold=1e-3, cleaning_radius_mm=2.0),
     ],
 )
-def test_vectorised_equals_transcription_on_random_inputs(cfg):
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_vectorised_equals_transcription_on_random_inputs(cfg, backend):
     rng = np.random.default_rng(3)
     # dense noise (every voxel active) and sparse, organ-like values (most voxels 0)
     dense = rng.integers(0, 256, (3, 4, 13, 11, 7), dtype=np.uint8)  # 1001 voxels: not a multiple of 8
     sparse = _organ_like(rng, 3, 5, (24, 20, 16))
-    _assert_matches_transcription(dense, (1.5, 1.5, 3.0), cfg)
-    _assert_matches_transcription(sparse, (1.0, 1.0, 1.0), cfg)
+    _assert_matches_transcription(dense, (1.5, 1.5, 3.0), cfg, backend=backend)
+    _assert_matches_transcription(sparse, (1.0, 1.0, 1.0), cfg, backend=backend)
     cover = np.ones((3, 5), bool)
     cover[2, 1] = cover[0, 4] = False
     # member 1: a label map (argmax of smooth fields, background included)
@@ -423,18 +424,21 @@ def test_vectorised_equals_transcription_on_random_inputs(cfg):
     label = fields.argmax(axis=0)
     mixed = sparse.copy()
     mixed[1] = np.stack([(label == c + 1) for c in range(5)]).astype(np.uint8) * 255
-    res = _assert_matches_transcription(mixed, (2.0, 2.0, 2.0), cfg, one_hot=[False, True, False], coverage=cover, annotated=("o3",))
+    res = _assert_matches_transcription(
+        mixed, (2.0, 2.0, 2.0), cfg, one_hot=[False, True, False], coverage=cover, annotated=("o3",), backend=backend
+    )
     assert res.heatmap.any()
 
 
 def test_sparse_and_dense_paths_agree(monkeypatch):
+    """The numpy kernel's two paths (its constants only steer that backend)."""
     rng = np.random.default_rng(5)
     block = _u8(ndimage.gaussian_filter(rng.random((3, 3, 20, 18, 17)), (0, 0, 2, 2, 2)) ** 10 * 1500 / 255)
-    sparse = _attention(block, organs=("a", "b", "c"), spacing=(2.0, 2.0, 2.0))
+    sparse = _attention(block, organs=("a", "b", "c"), spacing=(2.0, 2.0, 2.0), backend="numpy")
     monkeypatch.setattr(kernel, "DENSE_FRACTION", 0.0)
     monkeypatch.setattr(kernel, "CHUNK_WORDS", 64)
     monkeypatch.setattr(kernel, "OVERLAP_SLICE_VOXELS", 100)
-    dense = _attention(block, organs=("a", "b", "c"), spacing=(2.0, 2.0, 2.0))
+    dense = _attention(block, organs=("a", "b", "c"), spacing=(2.0, 2.0, 2.0), backend="numpy")
     assert sparse.heatmap.any()
     assert np.array_equal(sparse.heatmap, dense.heatmap)
 
