@@ -12,6 +12,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
         "card": ["HUMAN", "SOURCES", "dataset_card", "organ_summary"],
-        "nnunet": ["ExportResult", "SOURCES", "export_cases", "export_nnunet"],
+        "nnunet": ["ExportResult", "export_cases", "export_nnunet"],
     },
 )

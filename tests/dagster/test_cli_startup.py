@@ -21,7 +21,7 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_core.workspace import WorkspaceLayout
 
-HEAVY = ("torch", "monai", "dagster")
+HEAVY = ("torch", "monai", "dagster", "numba")
 
 
 @pytest.fixture(scope="module")
