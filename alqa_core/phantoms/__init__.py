@@ -3,6 +3,7 @@
 - :func:`generate_case` / :class:`PhantomSpec`: one CT with its full label map.
 - :func:`write_campaign` / :class:`CampaignSpec`: several nnU-Net v2 raw datasets
   with partial labels, plus the ground truth and a manifest.
+- :func:`write_dicom_series`: a phantom CT as a DICOM CT series (patient, study, UIDs), for DICOM campaigns.
 
 All of it is deterministic from a seed. Anatomy, HU and hard cases are tables
 (:mod:`~alqa_core.phantoms.anatomy`, :mod:`~alqa_core.phantoms.hard_cases`).
@@ -18,6 +19,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "anatomy": ["BODY_PLAN", "BodyPlan", "FOV_AXIAL_MM", "FOV_SUP_RANGE_MM", "FOV_TOP_SUP_RANGE_MM", "HU_MAX", "HU_MIN", "Lobe", "ORGAN_CORES", "ORGAN_LOBES", "PAINT_ORDER", "PHASES", "PLAUSIBLE_VOLUME_ML", "STOMACH_WALL_MM", "TISSUE_HU", "VESSEL_KNOTS", "VesselKnot", "tissue_hu"],
         "body": ["TrunkDraw", "body_extent_mm", "paint_trunk"],
         "campaign": ["CASE_ID_PATTERN", "CampaignLayout", "CampaignSpec", "CasePlan", "CaseRecord", "DEFAULT_DATASETS", "DEFAULT_PHASE_WEIGHTS", "DatasetSpec", "plan_campaign", "write_campaign"],
+        "dicom_series": ["RAS_TO_LPS", "SeriesIdentity", "write_dicom_series"],
         "deform": ["control_shape", "displacement_controls", "random_control", "upsample"],
         "frame": ["Frame", "build_frame"],
         "generate": ["PhantomCase", "PhantomSpec", "TISSUES", "TISSUE_ID", "generate_case"],
