@@ -101,7 +101,7 @@ def main() -> None:
             out = tmp / f"{seg_type}_{compress}.dcm"
             result = {}
 
-            def run():
+            def run(out=out, result=result, seg_type=seg_type, compress=compress):
                 result["r"] = write_case_seg("realct", series, label, provenance, T, out, 1, seg_type, compress)
 
             seconds = best(run, args.repeats)

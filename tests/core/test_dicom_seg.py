@@ -96,8 +96,8 @@ def reproject_with_pydicom(path: Path, series: Path, grid: Grid) -> dict[int, np
         np.testing.assert_allclose(ipp, [float(v) for v in src.ImagePositionPatient], atol=1e-4)  # frame on its source
         i, j, k = voxel_indices(src, grid)
         if labelmap:
-            for n in numbers:
-                out[n][i, j, k] |= frames[f] == n
+            for n, mask in out.items():
+                mask[i, j, k] |= frames[f] == n
         else:
             out[int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)][i, j, k] |= frames[f].astype(bool)
     return out
@@ -113,8 +113,8 @@ def reproject_with_highdicom(path: Path, series: Path, grid: Grid) -> dict[int, 
     out = {n: np.zeros(grid.shape, bool) for n in seg.segment_numbers}
     for f, src in enumerate(sources):
         i, j, k = voxel_indices(src, grid)
-        for n in out:
-            out[n][i, j, k] |= pixels[f] == n
+        for n, mask in out.items():
+            mask[i, j, k] |= pixels[f] == n
     return out
 
 
@@ -232,7 +232,7 @@ def test_refusals_name_the_file_and_the_reason(tmp_path):
     # a slice of another series in the folder
     other = tmp_path / "other"
     phantom_series(other, seed=4)
-    shutil.copyfile(sorted(other.iterdir())[0], series / "zz_other.dcm")
+    shutil.copyfile(min(other.iterdir()), series / "zz_other.dcm")
     with pytest.raises(AlqaInputError, match="different StudyInstanceUID"):
         write_case_seg("ph", series, label, provenance(), T, tmp_path / "f.dcm", 0)
     assert not list(tmp_path.glob("*.dcm"))  # nothing half-written, nothing at all
@@ -283,7 +283,7 @@ def test_real_series_without_uids_is_refused_naming_the_file(real_ct_dir, real_s
     shutil.copytree(real_ct_dir / "series", raw)
     with pytest.raises(AlqaInputError) as err:
         write_case_seg("realct", raw, label, provenance(), T, tmp_path / "x.dcm", 0)
-    assert err.value.path == str(sorted(raw.iterdir())[0])
+    assert err.value.path == str(min(raw.iterdir()))
     assert "StudyInstanceUID" in err.value.reason and "SeriesInstanceUID" in err.value.reason and "PACS" in err.value.reason
     assert not (tmp_path / "x.dcm").exists()
 

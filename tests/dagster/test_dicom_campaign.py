@@ -110,8 +110,8 @@ def test_dicom_campaign_round_submission_and_dicom_seg_export(tmp_path, phantom_
     for f, src in enumerate(sources):  # each source slice lies on one k of the label grid
         ijk = inv @ LPS_TO_RAS @ np.array([*map(float, src.ImagePositionPatient), 1.0])
         assert np.allclose(ijk[:2], 0, atol=1e-3) and abs(ijk[2] - round(ijk[2])) < 1e-3
-        for n in back:
-            back[n][:, :, round(ijk[2])] = (pixels[f] == n).T  # pixels [row, column] -> label [i=column, j=row]
+        for n, mask in back.items():
+            mask[:, :, round(ijk[2])] = (pixels[f] == n).T  # pixels [row, column] -> label [i=column, j=row]
     prov = cat.read("provenance").query("case_id == @case_id").set_index("organ").source.to_dict()
     for n, organ in zip(seg.segment_numbers, present):
         truth_mask = np.asarray(label.array) == organ.value

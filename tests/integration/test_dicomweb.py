@@ -25,6 +25,7 @@ from alqa_core.config.template import write_template
 from alqa_core.errors import AlqaInputError
 from alqa_core.export.stow import stow_files
 from alqa_core.ingest.dataset import read_dataset
+from alqa_core.ingest.dicomweb import default_case_id, pull_dicomweb
 from alqa_core.io.dicom import read_dicom_series
 from alqa_core.io.dicomweb import dicomweb_client
 from alqa_core.io.nifti import read_label, write_label
@@ -48,14 +49,14 @@ def _on_grid(label: LabelMap, grid: Grid) -> LabelMap:
 
 
 @pytest.fixture
-def pacs_study(orthanc, real_ct_dir, fill_series_uids, tmp_path) -> tuple[str, str, list[pydicom.Dataset]]:
+def pacs_study(orthanc, real_ct_dir, fill_series_uids, tmp_path) -> tuple[str, str, Path]:
     """The real series (UIDs written in) stored in Orthanc, as a hospital's PACS would hold it."""
     series = tmp_path / "hospital"
     shutil.copytree(real_ct_dir / "series", series)
     fill_series_uids(series)
     stowed = stow_files(orthanc["ALQA_ORTHANC_DICOMWEB"], sorted(series.iterdir()))
     assert len(stowed.stored) == 20
-    first = pydicom.dcmread(sorted(series.iterdir())[0], stop_before_pixels=True)
+    first = pydicom.dcmread(min(series.iterdir()), stop_before_pixels=True)
     return str(first.StudyInstanceUID), str(first.SeriesInstanceUID), series
 
 
@@ -76,9 +77,14 @@ def test_pull_label_export_stow_and_find_the_seg_by_qido(orthanc, pacs_study, re
     assert alqa(["pull-dicomweb", url, "--study", study, "--case", "realct", str(dataset)]) == 2
     assert "exists" in capsys.readouterr().err
     with pytest.raises(AlqaInputError, match="no CT series"):
-        from alqa_core.ingest.dicomweb import pull_dicomweb
-
         pull_dicomweb(url, "1.2.3.4.5", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    # without --series: every CT series of the study (found by QIDO-RS), named from its UID; into the same dataset
+    more = pull_dicomweb(url, study, dataset)
+    assert [c.case_id for c in more.cases] == [default_case_id(series_uid)] and more.cases[0].n_instances == 20
+    assert read_dataset(dataset).case_ids == tuple(sorted(("realct", default_case_id(series_uid))))
+    assert json.loads((dataset / "dataset.json").read_text())["labels"] == {"background": 0}  # left as it was
+    shutil.rmtree(more.cases[0].folder)  # one case is enough for the rest
 
     # 2. the campaign's reassembled label for the case (TotalSegmentator's organs), with provenance
     cfg = write_template(tmp_path / "campaign.yaml", name="pacs", workspace_root=str(tmp_path / "ws"), datasets=(str(dataset),),
@@ -130,7 +136,7 @@ def test_pull_label_export_stow_and_find_the_seg_by_qido(orthanc, pacs_study, re
 
 def test_a_file_the_pacs_does_not_store_is_an_error(orthanc, real_ct_dir):
     # the shared series as it is: empty Study/Series/SOP UIDs; Orthanc answers 200 and stores nothing
-    first = sorted((real_ct_dir / "series").iterdir())[0]
+    first = min((real_ct_dir / "series").iterdir())
     with pytest.raises(AlqaInputError, match="did not store") as err:
         stow_files(orthanc["ALQA_ORTHANC_DICOMWEB"], [first])
     assert err.value.path == str(first)

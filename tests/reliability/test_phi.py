@@ -176,7 +176,7 @@ def test_the_dicom_seg_is_the_one_output_that_carries_identity(tmp_path, phi_dat
     """A DICOM-SEG carries the source's patient and study (so a PACS files it with the study), on explicit export only."""
     root, tokens = phi_dataset
     series = fill_series_uids(root / "imagesTr" / "realct")
-    source = pydicom.dcmread(sorted(series.iterdir())[0], stop_before_pixels=True)
+    source = pydicom.dcmread(min(series.iterdir()), stop_before_pixels=True)
     tokens = {**tokens, "StudyInstanceUID": _variants(str(source.StudyInstanceUID)), "SeriesInstanceUID": _variants(str(source.SeriesInstanceUID))}
     layout = _campaign_steps(tmp_path, root)
     export_nnunet(layout, tmp_path / "export", T)
