@@ -4,12 +4,13 @@ The organ table is the campaign's canonical classes (value -> name, 0 is
 background). A class map says how one source's label values (a public
 dataset, TotalSegmentator, an AbdomenAtlas release) land on the table. Both
 are plain tables, in the spirit of TotalSegmentator's ``class_map``: adding a
-preset is adding rows, never adding a branch.
+preset is adding rows, never adding a branch. Each organ may carry its coded
+meaning (:class:`OrganCode`, SNOMED CT), which a DICOM-SEG segment needs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -30,6 +31,59 @@ DEFAULT_ORGANS: tuple[tuple[int, str], ...] = (
     (7, "aorta"),
     (8, "inferior_vena_cava"),
     (9, "pancreas"),
+)
+
+#: CID 7150 "Anatomical Structure", the segmented property category of every organ here.
+#: (SNOMED CT 123037004, as TotalSegmentator and dcmqi use; not 91723000.)
+ANATOMICAL_STRUCTURE: tuple[str, str] = ("123037004", "Anatomical Structure")
+#: SNOMED CT laterality qualifiers (the modifier of a paired organ's type).
+LATERALITY_CODES: Mapping[str, tuple[str, str]] = MappingProxyType({"right": ("24028007", "Right"), "left": ("7771000", "Left")})
+
+
+@dataclass(frozen=True)
+class OrganCode:
+    """An organ's coded meaning, as a DICOM-SEG segment carries it (SNOMED CT unless ``scheme`` says otherwise).
+
+    ``code``/``meaning`` are the segmented property type; ``laterality``
+    (``right``/``left``) becomes its modifier; the category (always SNOMED CT)
+    defaults to Anatomical Structure.
+    """
+
+    code: str
+    meaning: str
+    laterality: str | None = None
+    scheme: str = "SCT"
+    category_code: str = ANATOMICAL_STRUCTURE[0]
+    category_meaning: str = ANATOMICAL_STRUCTURE[1]
+
+    def __post_init__(self):
+        for name in ("code", "meaning", "scheme", "category_code", "category_meaning"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"organ code: {name} must be a non-empty string, got {value!r}")
+        if self.scheme == "SCT" and not self.code.isdigit():
+            raise ValueError(f"organ code: a SNOMED CT (SCT) concept id is digits, got {self.code!r}")
+        if not self.category_code.isdigit():  # the category is always a SNOMED CT concept (CID 7150)
+            raise ValueError(f"organ code: category_code must be a SNOMED CT concept id (digits), got {self.category_code!r}")
+        if self.laterality is not None and self.laterality not in LATERALITY_CODES:
+            raise ValueError(f"organ code: laterality must be one of {sorted(LATERALITY_CODES)}, got {self.laterality!r}")
+
+
+#: The SNOMED CT codes of the organs alqa knows, from TotalSegmentator's public
+#: SNOMED mapping (resources/totalsegmentator_snomed_mapping.csv). A table built
+#: from names gets these; a custom table may give its own (campaign config).
+KNOWN_ORGAN_CODES: Mapping[str, OrganCode] = MappingProxyType(
+    {
+        "spleen": OrganCode("78961009", "Spleen"),
+        "kidney_right": OrganCode("64033007", "Kidney", laterality="right"),
+        "kidney_left": OrganCode("64033007", "Kidney", laterality="left"),
+        "gallbladder": OrganCode("28231008", "Gallbladder"),
+        "liver": OrganCode("10200004", "Liver"),
+        "stomach": OrganCode("69695003", "Stomach"),
+        "aorta": OrganCode("15825003", "Aorta"),
+        "inferior_vena_cava": OrganCode("64131007", "Inferior vena cava"),
+        "pancreas": OrganCode("15776009", "Pancreas"),
+    }
 )
 
 #: Other names sources use for the same organ (lower-case) -> canonical name.
@@ -114,6 +168,8 @@ def canonical_organ_name(name: str) -> str:
 class Organ:
     value: int
     name: str
+    #: its coded meaning (DICOM-SEG); not part of equality, so tables compare by values and names
+    code: OrganCode | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -132,14 +188,23 @@ class OrganTable:
         object.__setattr__(self, "organs", tuple(sorted(self.organs, key=lambda o: o.value)))
 
     @classmethod
-    def from_pairs(cls, pairs) -> "OrganTable":
-        return cls(tuple(Organ(int(v), canonical_organ_name(n)) for v, n in pairs))
+    def from_pairs(cls, pairs, codes: Mapping[str, OrganCode] | None = None) -> "OrganTable":
+        """From ``(value, name)`` pairs; each organ gets ``codes[name]``, else its known code, else none."""
+        given = {canonical_organ_name(n): c for n, c in (codes or {}).items()}
+        organs = []
+        for v, n in pairs:
+            name = canonical_organ_name(n)
+            organs.append(Organ(int(v), name, given.get(name, KNOWN_ORGAN_CODES.get(name))))
+        unknown = sorted(set(given) - {o.name for o in organs})
+        if unknown:
+            raise ValueError(f"codes given for organs not in the table: {unknown}")
+        return cls(tuple(organs))
 
     @classmethod
-    def from_mapping(cls, name_to_value: Mapping[str, int]) -> "OrganTable":
+    def from_mapping(cls, name_to_value: Mapping[str, int], codes: Mapping[str, OrganCode] | None = None) -> "OrganTable":
         """From ``{"liver": 5, ...}`` (a ``background`` entry is ignored)."""
         return cls.from_pairs(
-            (int(v), n) for n, v in name_to_value.items() if canonical_organ_name(n) != "background"
+            ((int(v), n) for n, v in name_to_value.items() if canonical_organ_name(n) != "background"), codes
         )
 
     @property
@@ -169,6 +234,14 @@ class OrganTable:
             if o.value == int(value):
                 return o.name
         raise KeyError(f"value {value} is not in the organ table {self.values}")
+
+    def code_of(self, name: str) -> OrganCode | None:
+        """The organ's coded meaning (None when the table gives it none)."""
+        key = canonical_organ_name(name)
+        for o in self.organs:
+            if o.name == key:
+                return o.code
+        raise KeyError(f"organ {name!r} is not in the organ table {self.names}")
 
     def channel_of(self, name: str) -> int:
         """Index of ``name`` among the per-organ channels (background excluded)."""
@@ -277,12 +350,16 @@ def remap_labels(labels: np.ndarray, class_map: ClassMap, table: OrganTable = DE
 
 
 __all__ = [
+    "ANATOMICAL_STRUCTURE",
     "CLASS_MAP_PRESETS_RAW",
     "DEFAULT_ORGANS",
     "DEFAULT_ORGAN_TABLE",
+    "KNOWN_ORGAN_CODES",
+    "LATERALITY_CODES",
     "ORGAN_SYNONYMS",
     "ClassMap",
     "Organ",
+    "OrganCode",
     "OrganTable",
     "RemapResult",
     "canonical_organ_name",

@@ -1,4 +1,4 @@
-"""The ``alqa`` command line: init, demo, ingest, round, reassemble, submit, confirm, status, grade, export, simulate.
+"""The ``alqa`` command line: init, demo, ingest, round, reassemble, submit, confirm, status, grade, export, pull-dicomweb, simulate.
 
 Every command is a thin shell over alqa_core and the Dagster definitions.
 """
@@ -170,6 +170,45 @@ def cmd_reassemble(args) -> int:
     return reassemble(chunk=args.chunk)
 
 
+def export_by_format(args) -> int:
+    return cmd_export_dicom_seg(args) if args.format == "dicom-seg" else cmd_export(args)
+
+
+def cmd_export_dicom_seg(args) -> int:
+    """One DICOM-SEG per DICOM-sourced case with a reassembled label; --stow pushes them (STOW-RS)."""
+    from alqa_core.export.dicom_seg import export_dicom_seg
+    from alqa_core.ingest.cases import index_campaign
+
+    layout, config = _layout(), _config()
+    result = export_dicom_seg(layout, Path(args.out), index_campaign(config).cases.values(), config.organ_table,
+                              args.seg_type.upper(), compress=args.compress)
+    for case in result.written:
+        print(f"{case.case_id}: {case.path.name} {case.segmentation_type} {len(case.segments)} segment(s), {case.n_frames} frames, "
+              f"{case.size_bytes / 1024:.0f} KiB")
+        for s in case.segments:
+            side = f" ({s.laterality})" if s.laterality else ""
+            print(f"    {s.number:>2} {s.organ:<20} SCT {s.code} {s.meaning}{side}  {s.algorithm_type} ({s.source})")
+    for case_id, reason in result.skipped:
+        print(f"{case_id}: no DICOM-SEG: {reason}")
+    print(f"exported {len(result.written)} DICOM-SEG(s) to {result.root}; they carry the source's patient and study identifiers")
+    if args.stow:
+        from alqa_core.export.stow import stow_files
+
+        stowed = stow_files(args.stow, [c.path for c in result.written])
+        print(f"stored {len(stowed.stored)} DICOM-SEG(s) in {args.stow} (STOW-RS)")
+    return 0
+
+
+def cmd_pull_dicomweb(args) -> int:
+    from alqa_core.ingest.dicomweb import pull_dicomweb
+
+    result = pull_dicomweb(args.url, args.study, Path(args.dataset), series_uid=args.series, case_id=args.case)
+    for case in result.cases:
+        print(f"{case.case_id}: {case.n_instances} instances, grid {case.shape} -> {case.folder}")
+    print(f"pulled {len(result.cases)} series into {result.dataset}; add it to the campaign's datasets")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from alqa_core.catalog import Catalog
     from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
@@ -307,7 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="Dataset500_alqa", help="the dataset's name in dataset.json and the card")
     s.add_argument("--partial", action="store_true", help="export the cases that have a reassembled label even if some do not")
     s.set_defaults(fn=cmd_export)
+    add_dicom_seg_export_options(s)
+
+    s = sub.add_parser("pull-dicomweb", help="pull CT series from a PACS (QIDO-RS/WADO-RS) into a dataset, one case per series")
+    s.add_argument("url", help="the DICOMweb root, e.g. http://pacs:8042/dicom-web (ALQA_DICOMWEB_AUTHORIZATION: an Authorization header)")
+    s.add_argument("dataset", help="the dataset folder (nnU-Net v2 raw layout; created when new)")
+    s.add_argument("--study", required=True, help="StudyInstanceUID")
+    s.add_argument("--series", help="SeriesInstanceUID (default: every CT series of the study)")
+    s.add_argument("--case", help="the case id (one series only; default dicom_<hash of the series UID>)")
+    s.set_defaults(fn=cmd_pull_dicomweb)
     return p
+
+
+def add_dicom_seg_export_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--format", choices=["nnunet", "dicom-seg"], default="nnunet",
+                   help="dicom-seg: one DICOM-SEG per case from a DICOM series (carries the patient's identifiers)")
+    s.add_argument("--seg-type", choices=["binary", "labelmap"], default="binary", help="DICOM-SEG segmentation type")
+    s.add_argument("--compress", action="store_true", help="DICOM-SEG lossless compression (JPEG 2000 binary, JPEG-LS label map)")
+    s.add_argument("--stow", metavar="URL", help="also push the DICOM-SEGs to this DICOMweb root (STOW-RS)")
+    s.set_defaults(fn=export_by_format)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,12 @@
 #   bash scripts/services.sh stop DIR     stops both and deletes the cluster's data
 #   bash scripts/services.sh check        exit 0 when both servers' binaries are installed
 #
+# Orthanc (a real PACS, with its DICOMweb plugin) for the DICOM-SEG round trip; `install` installs it too:
+#   bash scripts/services.sh check-orthanc        exit 0 when Orthanc and its DICOMweb plugin are installed
+#   bash scripts/services.sh start-orthanc DIR    a throwaway Orthanc on 127.0.0.1 and a free port (storage in DIR);
+#                                                  writes DIR/orthanc.env (ALQA_ORTHANC_URL, ALQA_ORTHANC_DICOMWEB)
+#   bash scripts/services.sh stop-orthanc DIR     stops it and deletes its storage
+#
 # DIR/services.env holds the variables deploy/production/{dagster,celery}.yaml read:
 #   DAGSTER_PG_HOST DAGSTER_PG_PORT DAGSTER_PG_USER DAGSTER_PG_PASSWORD DAGSTER_PG_DB
 #   ALQA_CELERY_BROKER ALQA_CELERY_BACKEND
@@ -32,6 +38,10 @@ pg_bindir() {
 
 have_servers() { pg_bindir >/dev/null && command -v redis-server >/dev/null 2>&1; }
 
+ORTHANC_PLUGIN_DIR=/usr/share/orthanc/plugins
+orthanc_bin() { command -v Orthanc 2>/dev/null || { [ -x /usr/sbin/Orthanc ] && echo /usr/sbin/Orthanc; }; }
+have_orthanc() { orthanc_bin >/dev/null && [ -e "$ORTHANC_PLUGIN_DIR/libOrthancDicomWeb.so" ]; }
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -46,25 +56,109 @@ cmd_check() {
 }
 
 cmd_install() {
-  if have_servers; then cmd_check; return 0; fi
+  local -a packages=()
+  pg_bindir >/dev/null || packages+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+  have_orthanc || packages+=(orthanc orthanc-dicomweb)
+  if [ ${#packages[@]} -eq 0 ]; then cmd_check; cmd_check_orthanc; return 0; fi
   local -a as_root=()
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
       as_root=(sudo -n)
     else
-      echo "services.sh: postgresql and redis-server are needed for the integration tests; as root run:" >&2
-      echo "  apt-get install -y --no-install-recommends postgresql redis-server" >&2
+      echo "services.sh: ${packages[*]} are needed for the integration tests; as root run:" >&2
+      echo "  apt-get install -y --no-install-recommends ${packages[*]}" >&2
       return 1
     fi
   fi
-  command -v apt-get >/dev/null 2>&1 || die "no apt-get here: install PostgreSQL and Redis with your package manager"
+  command -v apt-get >/dev/null 2>&1 || die "no apt-get here: install ${packages[*]} with your package manager"
   local t0=$SECONDS
   export DEBIAN_FRONTEND=noninteractive
   # a fresh machine may have no package lists, or stale ones
   "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null
-  have_servers || die "apt-get finished but the server binaries are still missing"
-  echo "services.sh: installed postgresql and redis-server in $((SECONDS - t0)) s"
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  have_servers || die "apt-get finished but the postgresql/redis-server binaries are still missing"
+  have_orthanc || die "apt-get finished but Orthanc or its DICOMweb plugin is still missing"
+  # on a systemd host the orthanc package starts its own service (ports 8042/4242); ours take free ports
+  echo "services.sh: installed ${packages[*]} in $((SECONDS - t0)) s"
+}
+
+cmd_check_orthanc() {
+  if have_orthanc; then
+    echo "services.sh: Orthanc ($(orthanc_bin)) and its DICOMweb plugin are installed"
+  else
+    echo "services.sh: missing:$(orthanc_bin >/dev/null || echo ' orthanc')$([ -e "$ORTHANC_PLUGIN_DIR/libOrthancDicomWeb.so" ] || echo ' orthanc-dicomweb')"
+    return 1
+  fi
+}
+
+cmd_start_orthanc() {
+  local dir=${1:?usage: services.sh start-orthanc DIR}
+  have_orthanc || die "orthanc/orthanc-dicomweb not installed (bash scripts/services.sh install)"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -e "$dir/orthanc.env" ] && die "$dir/orthanc.env exists: stop that Orthanc first (services.sh stop-orthanc $dir)"
+  local port pid ok=""
+  port=$(free_port)
+  mkdir -p "$dir/orthanc"
+  # Our own single config file (never /etc/orthanc): HTTP only, no DICOM listener, loopback clients
+  # only (Orthanc 1.10 has no bind address; RemoteAccessAllowed=false refuses every other client),
+  # no auth. DicomWeb.Host keeps the port in the RetrieveURLs of QIDO-RS answers.
+  printf '%s\n' \
+    '{' \
+    '  "Name": "alqa-test",' \
+    "  \"StorageDirectory\": \"$dir/orthanc/storage\"," \
+    "  \"IndexDirectory\": \"$dir/orthanc/index\"," \
+    "  \"HttpPort\": $port," \
+    '  "RemoteAccessAllowed": false,' \
+    '  "AuthenticationEnabled": false,' \
+    '  "DicomServerEnabled": false,' \
+    "  \"Plugins\": [\"$ORTHANC_PLUGIN_DIR/libOrthancDicomWeb.so\"]," \
+    "  \"DicomWeb\": {\"Enable\": true, \"Root\": \"/dicom-web/\", \"EnableWado\": false, \"Host\": \"127.0.0.1:$port\"}," \
+    '  "SaveJobs": false,' \
+    '  "OrthancExplorerEnabled": false,' \
+    '  "WebDavEnabled": false,' \
+    '  "StableAge": 1' \
+    '}' >"$dir/orthanc/orthanc.json"
+  setsid "$(orthanc_bin)" "$dir/orthanc/orthanc.json" >"$dir/orthanc.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$dir/orthanc.pid"
+  for _ in $(seq 300); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/system', timeout=1)" 2>/dev/null; then
+      ok=1
+      break
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$ok" ]; then
+    kill "$pid" 2>/dev/null || true
+    rm -f "$dir/orthanc.pid"
+    tail -n 30 "$dir/orthanc.log" >&2
+    die "Orthanc did not answer on 127.0.0.1:$port"
+  fi
+  printf 'ALQA_ORTHANC_URL=http://127.0.0.1:%s\nALQA_ORTHANC_DICOMWEB=http://127.0.0.1:%s/dicom-web\n' "$port" "$port" >"$dir/orthanc.env.tmp"
+  mv "$dir/orthanc.env.tmp" "$dir/orthanc.env"
+  echo "services.sh: Orthanc with DICOMweb on 127.0.0.1:$port; env in $dir/orthanc.env"
+}
+
+cmd_stop_orthanc() {
+  local dir=${1:?usage: services.sh stop-orthanc DIR}
+  local pid
+  if [ ! -f "$dir/orthanc.pid" ]; then
+    rm -f "$dir/orthanc.env"
+    echo "services.sh: no Orthanc started in $dir"
+    return 0
+  fi
+  pid=$(cat "$dir/orthanc.pid")
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true   # SIGTERM: Orthanc shuts down cleanly
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+  fi
+  rm -rf "$dir/orthanc"
+  rm -f "$dir/orthanc.pid" "$dir/orthanc.env"
+  echo "services.sh: stopped Orthanc of $dir"
 }
 
 # The OS user the cluster runs as, and a prefix that runs a command as that user.
@@ -156,5 +250,8 @@ case "${1:-}" in
   check) cmd_check ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
-  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+  check-orthanc) cmd_check_orthanc ;;
+  start-orthanc) shift; cmd_start_orthanc "$@" ;;
+  stop-orthanc) shift; cmd_stop_orthanc "$@" ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

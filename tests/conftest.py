@@ -38,3 +38,25 @@ def real_ct_dir() -> Path:
             pytest.fail(f"{path}: the shared real CT is missing; CI must have ../shared beside the clone")
         pytest.skip(f"{path} not present (clone this repo beside the project's shared/ folder)")
     return path
+
+
+def _fill_series_uids(folder: Path) -> Path:
+    """Write the UIDs the shared real series leaves EMPTY (SOP class/instance from the file meta,
+    study and series derived from its FrameOfReferenceUID, so every test sees the same ones)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["alqa-test", "study", ds.FrameOfReferenceUID])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=["alqa-test", "series", ds.FrameOfReferenceUID])
+        ds.save_as(path)
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def fill_series_uids():
+    """``fill(folder)``: write study/series/SOP UIDs into a COPY of the real series (a PACS and a DICOM-SEG need them)."""
+    return _fill_series_uids

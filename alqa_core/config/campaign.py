@@ -21,7 +21,7 @@ from alqa_core.config.build import build_dataclass
 from alqa_core.config.models import SIZES, architectures
 from alqa_core.config.sections import AttentionConfig, InferenceConfig, PreprocessConfig, QALossConfig, QARegressorConfig, TrainConfig
 from alqa_core.errors import AlqaInputError
-from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable, class_map_preset
+from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganCode, OrganTable, class_map_preset
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,36 @@ class CampaignConfig:
         return tuple(m.name for m in self.trained_members) + tuple(m.name for m in self.external_members)
 
 
+#: keys of an organ_table entry given as a mapping (``value`` required; the rest code the organ for DICOM-SEG)
+ORGAN_ENTRY_KEYS = ("value", "code", "meaning", "laterality", "scheme")
+
+
+def _organ_entry(name: str, entry: Any, source: Path | None) -> tuple[int, OrganCode | None]:
+    """``liver: 5`` or ``portal_vein: {value: 10, code: "32764006", meaning: Portal vein[, laterality, scheme]}``."""
+    if not isinstance(entry, Mapping):
+        return int(entry), None
+    unknown = sorted(set(map(str, entry)) - set(ORGAN_ENTRY_KEYS))
+    if unknown or "value" not in entry:
+        raise AlqaInputError(source, f"organ_table.{name}: expected keys {list(ORGAN_ENTRY_KEYS)} with 'value' required, got {dict(entry)!r}")
+    value = int(entry["value"])
+    if "code" not in entry and "meaning" not in entry:
+        return value, None
+    if "code" not in entry or "meaning" not in entry:
+        raise AlqaInputError(source, f"organ_table.{name}: give both 'code' and 'meaning' (the SNOMED CT concept), got {dict(entry)!r}")
+    try:
+        return value, OrganCode(str(entry["code"]), str(entry["meaning"]), entry.get("laterality"), str(entry.get("scheme", "SCT")))
+    except ValueError as exc:
+        raise AlqaInputError(source, f"organ_table.{name}: {exc}") from exc
+
+
 def _organ_table(value: Any, source: Path | None) -> OrganTable:
     if value in (None, "default"):
         return DEFAULT_ORGAN_TABLE
     if not isinstance(value, Mapping):
         raise AlqaInputError(source, f"organ_table: expected 'default' or a mapping name -> value, got {value!r}")
     try:
-        return OrganTable.from_mapping({str(k): int(v) for k, v in value.items()})
+        entries = {str(k): _organ_entry(str(k), v, source) for k, v in value.items()}
+        return OrganTable.from_mapping({k: v for k, (v, _) in entries.items()}, {k: c for k, (_, c) in entries.items() if c is not None})
     except (TypeError, ValueError) as exc:
         raise AlqaInputError(source, f"organ_table: {exc}") from exc
 

@@ -21,7 +21,9 @@ workspace_root: {workspace_root}
 datasets:
 {datasets}
 # The canonical classes: `default` (TotalSegmentator names, 1 spleen ... 9 pancreas)
-# or a mapping name -> value.
+# or a mapping name -> value. Known organs carry their SNOMED CT codes (for DICOM-SEG);
+# an organ alqa does not know can give its own:
+#   portal_vein: {{value: 10, code: "32764006", meaning: Portal vein}}   # laterality: right|left
 organ_table: default
 
 # Architectures trained here (MONAI): unet, segresnet, swinunetr, dynunet;

@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     submod_attrs={
         "atomic": ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "copy_atomic"],
         "dicom": ["DicomSeriesInfo", "LPS_TO_RAS", "MISSING_SLICE_FACTOR", "codec_hint", "list_dicom_series", "read_dicom_grid", "read_dicom_series"],
+        "dicomweb": ["AS_STORED", "AUTH_ENV", "dicomweb_client"],
         "hashing": ["CHUNK_BYTES", "file_sha256", "is_sha256_hex"],
         "nifti": ["NIFTI_SUFFIXES", "integral_labels", "read_ct", "read_grid", "read_label", "read_nifti_array", "read_soft_prediction", "write_ct", "write_label", "write_nifti", "write_soft_prediction"],
     },

@@ -3,6 +3,7 @@
 - :func:`generate_case` / :class:`PhantomSpec`: one CT with its full label map.
 - :func:`write_campaign` / :class:`CampaignSpec`: several nnU-Net v2 raw datasets
   with partial labels, plus the ground truth and a manifest.
+- :func:`write_dicom_series`: a phantom CT as a DICOM CT series (patient, study, UIDs), for DICOM campaigns.
 
 All of it is deterministic from a seed. Anatomy, HU and hard cases are tables
 (:mod:`~alqa_core.phantoms.anatomy`, :mod:`~alqa_core.phantoms.hard_cases`).
@@ -19,6 +20,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "body": ["TrunkDraw", "body_extent_mm", "paint_trunk"],
         "campaign": ["CASE_ID_PATTERN", "CampaignLayout", "CampaignSpec", "CasePlan", "CaseRecord", "DEFAULT_DATASETS", "DEFAULT_PHASE_WEIGHTS", "DatasetSpec", "plan_campaign", "write_campaign"],
         "deform": ["control_shape", "displacement_controls", "random_control", "upsample"],
+        "dicom_series": ["RAS_TO_LPS", "SeriesIdentity", "write_dicom_series"],
         "frame": ["Frame", "build_frame"],
         "generate": ["PhantomCase", "PhantomSpec", "TISSUES", "TISSUE_ID", "generate_case"],
         "hard_cases": ["CONTRAST_EXEMPT_TISSUES", "HARD_KINDS", "HardKind", "METAL_PLAN", "MetalPlan", "NO_HARD_KIND", "hard_kind"],

@@ -1,8 +1,9 @@
-"""Real servers for the production profile: PostgreSQL and Redis on 127.0.0.1, started here.
+"""Real servers for the production profile: PostgreSQL and Redis on 127.0.0.1, started here; and a PACS (Orthanc).
 
 The session fixture ``services`` starts a throwaway PostgreSQL cluster and a
 redis-server through ``scripts/services.sh`` (the same script a developer uses)
-and stops them when the session ends. Without the server binaries or the
+and stops them when the session ends; ``orthanc`` does the same for Orthanc
+with its DICOMweb plugin. Without the server binaries or the
 production extra the tests skip, except on CI (``CI`` set), where they fail:
 CI must run them (``bash scripts/test.sh`` installs the servers first).
 """
@@ -51,6 +52,24 @@ def services(tmp_path_factory) -> dict[str, str]:
         yield {k: v for k, v in env.items() if not k.startswith("ALQA_SERVICES_")}
     finally:
         subprocess.run(["bash", str(SERVICES_SH), "stop", str(state)], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory) -> dict[str, str]:
+    """Orthanc + DICOMweb on 127.0.0.1 for the whole session: ALQA_ORTHANC_URL and ALQA_ORTHANC_DICOMWEB."""
+    for module in ("highdicom", "dicomweb_client"):
+        if importlib.util.find_spec(module) is None:
+            _unavailable(f"python package {module} missing: pip install -e .")
+    check = subprocess.run(["bash", str(SERVICES_SH), "check-orthanc"], capture_output=True, text=True)
+    if check.returncode != 0:
+        _unavailable(f"{check.stdout.strip()} (bash scripts/services.sh install)")
+    state = tmp_path_factory.mktemp("orthanc")
+    started = subprocess.run(["bash", str(SERVICES_SH), "start-orthanc", str(state)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield dict(line.split("=", 1) for line in (state / "orthanc.env").read_text().splitlines() if "=" in line)
+    finally:
+        subprocess.run(["bash", str(SERVICES_SH), "stop-orthanc", str(state)], capture_output=True, timeout=120)
 
 
 def process_env(services: dict[str, str], dagster_home: Path, campaign: Path, **extra: str) -> dict[str, str]:

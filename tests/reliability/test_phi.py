@@ -1,5 +1,10 @@
 """No patient-identifying data leaves ingest: raw scans, labels, preprocessed volumes, work packages, exports.
 
+The one exception, by design: a DICOM-SEG (``alqa export --format dicom-seg``)
+carries the source's patient and study identifiers, so that a PACS files it
+with the study; it is written only on that explicit export, and nothing else
+gains them.
+
 The real series in ../shared/data is already de-identified (its name, id,
 birth date and institution are empty), so a copy gets identifying values
 written into every slice with pydicom, beside the real values it does carry
@@ -29,6 +34,7 @@ from alqa_core.annotation.work_package import write_work_package
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig, DatasetSource
 from alqa_core.config.sections import PreprocessConfig
+from alqa_core.export.dicom_seg import export_dicom_seg
 from alqa_core.export.nnunet import export_nnunet
 from alqa_core.ingest.cases import CampaignIndex, ingest_label, ingest_scan, preprocess_scan
 from alqa_core.ingest.dataset import read_dataset
@@ -119,14 +125,12 @@ def phi_dataset(real_ct_dir, tmp_path) -> tuple[Path, dict[str, set[bytes]]]:
     return root, tokens
 
 
-def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi_dataset):
-    root, tokens = phi_dataset
-    assert {"PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "InstitutionAddress"} <= set(tokens)
-    # the detector finds the identifying values where they are: in the inputs
-    leaked_inputs = _leaks([root], tokens)
-    assert any("PatientName" in f for f in leaked_inputs) and any("InstitutionAddress" in f for f in leaked_inputs)
-    assert any("phantom_0000.nii.gz: PatientID" in f for f in leaked_inputs)
+def _config(layout: WorkspaceLayout, root: Path) -> CampaignConfig:
+    return CampaignConfig(name="phi", workspace_root=layout.root, datasets=(DatasetSource(root),), organ_table=T)
 
+
+def _campaign_steps(tmp_path: Path, root: Path) -> tuple[WorkspaceLayout, dict]:
+    """Ingest, preprocess, a work package and a reassembled label (with provenance) for every case of ``root``."""
     layout = WorkspaceLayout(tmp_path / "ws")
     cat = Catalog(layout.catalog)
     ds = read_dataset(root, T)
@@ -143,8 +147,19 @@ def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi
         write_label(layout.reassembled_label(case.case_id), result.label)
         cat.write("provenance", case.case_id, pd.DataFrame(result.to_records()))
     cat.write("cases", "all", CampaignIndex((ds,)).cases_frame())
-    config = CampaignConfig(name="phi", workspace_root=layout.root, datasets=(DatasetSource(root),), organ_table=T)
-    export = export_nnunet(layout, tmp_path / "export", config)
+    return layout, packages
+
+
+def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi_dataset):
+    root, tokens = phi_dataset
+    assert {"PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "InstitutionAddress"} <= set(tokens)
+    # the detector finds the identifying values where they are: in the inputs
+    leaked_inputs = _leaks([root], tokens)
+    assert any("PatientName" in f for f in leaked_inputs) and any("InstitutionAddress" in f for f in leaked_inputs)
+    assert any("phantom_0000.nii.gz: PatientID" in f for f in leaked_inputs)
+
+    layout, packages = _campaign_steps(tmp_path, root)
+    export = export_nnunet(layout, tmp_path / "export", _config(layout, root))
     assert sorted(export.cases) == ["phantom", "realct"]
     produced = [p for p in list(layout.root.rglob("*")) + list((tmp_path / "export").rglob("*")) if p.is_file()]
     assert len(produced) > 20
@@ -162,6 +177,30 @@ def test_ingest_work_packages_and_export_carry_no_identifying_data(tmp_path, phi
     assert all(line.split(":")[0].split("_")[0] in NRRD_KEYS for line in fields), header
     task = json.loads((packages["realct"].folder / "task.json").read_text())
     assert set(task) == {"case_id", "round", "package_id", "created_at", "pseudo_label_sha256", "organs_to_fix", "files", "labels", "how_to_submit"}
+
+
+def test_the_dicom_seg_is_the_one_output_that_carries_identity(tmp_path, phi_dataset, fill_series_uids):
+    """A DICOM-SEG carries the source's patient and study (so a PACS files it with the study), on explicit export only."""
+    root, tokens = phi_dataset
+    series = fill_series_uids(root / "imagesTr" / "realct")
+    source = pydicom.dcmread(min(series.iterdir()), stop_before_pixels=True)
+    tokens = {**tokens, "StudyInstanceUID": _variants(str(source.StudyInstanceUID)), "SeriesInstanceUID": _variants(str(source.SeriesInstanceUID))}
+    layout, _ = _campaign_steps(tmp_path, root)
+    export_nnunet(layout, tmp_path / "export", _config(layout, root))
+    before = {p: p.stat().st_mtime_ns for p in layout.root.rglob("*") if p.is_file()}
+
+    seg = export_dicom_seg(layout, tmp_path / "seg", read_dataset(root, T).cases, T)
+    assert [c.case_id for c in seg.written] == ["realct"] and dict(seg.skipped).keys() == {"phantom"}
+    ds = pydicom.dcmread(seg.written[0].path, stop_before_pixels=True)
+    assert str(ds.PatientName) == INJECTED["PatientName"] and ds.PatientID == INJECTED["PatientID"]
+    assert ds.PatientBirthDate == INJECTED["PatientBirthDate"] and ds.StudyInstanceUID == source.StudyInstanceUID
+    in_seg = {f.rsplit(": ", 1)[1] for f in _leaks([tmp_path / "seg"], tokens)}
+    assert {"PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "SeriesInstanceUID"} <= in_seg
+    # the export wrote only the SEG: nothing in the workspace changed, nothing else anywhere carries identity
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["realct.dcm"]
+    assert {p: p.stat().st_mtime_ns for p in layout.root.rglob("*") if p.is_file()} == before
+    leaks = _leaks([layout.root, tmp_path / "export"], tokens)
+    assert leaks == [], leaks
 
 
 #: every key alqa's .seg.nrrd header may have (technical geometry and segment names only)
