@@ -32,6 +32,7 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.organs import OrganCode, OrganTable, class_map_preset, remap_labels
 from alqa_core.phantoms.dicom_series import SeriesIdentity, write_dicom_series
 from alqa_core.phantoms.generate import PhantomSpec, generate_case
+from alqa_core.rounds import record_state
 from alqa_core.volume import Grid, LabelMap
 from alqa_core.workspace import WorkspaceLayout
 
@@ -302,13 +303,13 @@ def test_export_writes_dicom_cases_with_a_label_and_reports_the_others(tmp_path)
         cases.append(CaseRecord(name, "Dataset900_Dicom", "train", series, "dicom", None, ()))
         if name == "dcm_done":
             write_label(layout.reassembled_label(name), label)
-            rows = [{"case_id": name, "organ": o, "source": s} for o, s in provenance().items()]
+            rows = [{"case_id": name, "organ": o, "source": s, "pseudo_round": 1} for o, s in provenance().items()]
             catalog.write("provenance", name, pd.DataFrame(rows))
     nifti = generate_case(PhantomSpec(seed=9, spacing_mm=(6.0, 6.0, 6.0)))
     write_ct(tmp_path / "data" / "nii_0000.nii.gz", nifti.ct)
     write_label(layout.reassembled_label("nii"), nifti.labels)
     cases.append(CaseRecord("nii", "Dataset900_Dicom", "train", tmp_path / "data" / "nii_0000.nii.gz", "nifti", None, ()))
-    catalog.write("rounds", "round_002", pd.DataFrame([{"round": 2}]))
+    record_state(catalog, 2, "queued", "round 2 is under way; the label was reassembled with round 1's pseudo label")
 
     result = export_dicom_seg(layout, tmp_path / "out", cases, T)
     assert [c.case_id for c in result.written] == ["dcm_done"]
@@ -316,7 +317,7 @@ def test_export_writes_dicom_cases_with_a_label_and_reports_the_others(tmp_path)
     assert "no reassembled label" in dict(result.skipped)["dcm_waiting"] and "NIfTI" in dict(result.skipped)["nii"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dcm_done.dcm"]
     algo = hd.seg.segread(result.written[0].path).get_segment_description(2).algorithm_identification
-    assert "model_round=2" in str(algo[0].AlgorithmParameters)
+    assert "model_round=1" in str(algo[0].AlgorithmParameters)  # the round behind the pseudo label, not the current one
     assert_segments_equal_label(result.written[0].path, cases[0].image_path, read_label(layout.reassembled_label("dcm_done")))
     with pytest.raises(AlqaInputError, match="never overwrites"):
         export_dicom_seg(layout, tmp_path / "out", cases, T)
