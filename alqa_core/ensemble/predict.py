@@ -22,7 +22,6 @@ from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.config.sections import InferenceConfig
 from alqa_core.ensemble.external import read_external_prediction
-from alqa_core.ensemble.inference import predict_batch_from_checkpoints
 from alqa_core.ensemble.members import MemberInfo, load_preprocessed, write_members
 from alqa_core.ensemble.pseudo_labels import write_case_pseudo_label
 from alqa_core.errors import AlqaInputError
@@ -76,6 +75,8 @@ def predict_cases(
     infos: dict[str, list[MemberInfo]] = {c: [] for c in case_ids}
     errors: dict[str, str] = {}
     if checkpoints:
+        from alqa_core.ensemble.inference import predict_batch_from_checkpoints  # torch: only when a network runs
+
         sources = dict(checkpoints)
         mc = config.mc_samples > 0
         for case_id, member, pred in predict_batch_from_checkpoints(list(checkpoints), _Cases(layout, case_ids), config, table.names):

@@ -3,7 +3,6 @@
 import dagster as dg
 import pandas as pd
 
-from alqa_core.evaluation.report import compare_rounds, evaluate_round, summary_frame
 from alqa_core.rounds import current_round
 from alqa_core.training.training_set import holdout_cases
 from alqa_dagster.metadata import numbers, table
@@ -20,6 +19,7 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
 def evaluation_report(
     context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
 ) -> dg.MaterializeResult:
+    from alqa_core.evaluation.report import compare_rounds, evaluate_round, summary_frame  # torch/MONAI: only in the step that runs it
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     round_index, cases = current_round(cat), cat.read("cases")
     metrics = evaluate_round(layout, cases, holdout_cases(cases, cfg.evaluation.holdout_fraction), cfg.organ_table, round_index, cfg.evaluation.nsd_tolerance_mm)

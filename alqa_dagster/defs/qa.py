@@ -4,7 +4,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades, write_case_montages
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
@@ -22,6 +21,7 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     "(alqa grade CASE 0|1|2) and 256 px for the QA regressor (001).",
 )
 def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dict[str, Path]:
+    from alqa_core.qa.pipeline import write_case_montages  # torch: only in the step that runs it
     cfg, layout = campaign.config(), workspace.layout()
     round_index = current_round(catalog.catalog())
     out = {}
@@ -44,6 +44,7 @@ def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, w
     "it scores every case, and predicted failures can feed the outlier queue.",
 )
 def qa_regressor(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dg.MaterializeResult:
+    from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades  # torch: only in the step that runs it
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     round_index = max(current_round(cat), 0)
     result, n = train_regressor_from_grades(layout, cat, cfg.qa, layout.qa_regressor(round_index))

@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from alqa_core.simulator.run import DEFAULT_STRATEGIES, phantom_root_of, run_simulation, simulation_config
 from alqa_dagster.metadata import numbers, png_markdown, table
 from alqa_dagster.policies import GPU_TAGS
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
@@ -14,7 +13,7 @@ class SimulationSettings(dg.Config):
     name: str = "default"
     #: a phantom campaign root; empty = the phantom campaign behind this campaign's datasets
     campaign_root: str = ""
-    strategies: list[str] = list(DEFAULT_STRATEGIES)
+    strategies: list[str] = ["attention", "uss", "outliers", "fg_random"]  # alqa_core.simulator.run.DEFAULT_STRATEGIES
     rounds: int = 3
     #: effort units per round (a whole volume of K slices costs 1 + (K-1)/3)
     budget_per_round: float = 30.0
@@ -38,6 +37,8 @@ def campaign_simulation(
     context: dg.AssetExecutionContext, config: SimulationSettings, campaign: CampaignResource,
     workspace: WorkspaceResource, catalog: CatalogResource, device: DeviceResource,
 ) -> dg.MaterializeResult:
+    from alqa_core.simulator.run import phantom_root_of, run_simulation, simulation_config  # torch: only in the step that runs it
+
     cfg, layout = campaign.config(), workspace.layout()
     root = config.campaign_root or phantom_root_of(d.path for d in cfg.datasets)
     settings = simulation_config(

@@ -56,3 +56,38 @@ def test_light_commands_import_no_torch_monai_or_dagster(one_case, command):
     modules = _imported(argv, env)
     assert "alqa_core" in modules  # the probe sees alqa's own imports
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
+
+
+SENSOR_TICK = """
+import sys
+import dagster as dg
+from alqa_dagster.definitions import defs
+from alqa_dagster.defs.automation import new_cases_sensor, round_sensor, submissions_sensor
+from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+defs()  # the code location, as the daemon's code server loads it
+campaign = CampaignResource(config_path=sys.argv[1])
+workspace = WorkspaceResource(campaign=campaign)
+resources = {"campaign": campaign, "workspace": workspace, "catalog": CatalogResource(workspace=workspace)}
+with dg.instance_for_test() as instance:
+    instance.add_dynamic_partitions("cases", [sys.argv[2]])
+    for sensor in (new_cases_sensor, submissions_sensor, round_sensor):
+        with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+            sensor(ctx)
+print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "monai", "numba"}))
+"""
+
+
+def test_the_code_location_and_a_sensor_tick_import_no_torch_monai_or_numba(one_case, tmp_path):
+    case, _, env = one_case
+    script = tmp_path / "tick.py"
+    script.write_text(SENSOR_TICK)
+    out = subprocess.run([sys.executable, str(script), env["ALQA_CAMPAIGN"], case], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_simulation_asset_defaults_are_the_simulator_defaults():
+    from alqa_core.simulator.run import DEFAULT_STRATEGIES
+    from alqa_dagster.defs.simulator import SimulationSettings
+
+    assert tuple(SimulationSettings().strategies) == DEFAULT_STRATEGIES
