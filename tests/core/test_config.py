@@ -73,3 +73,22 @@ def test_qa_loss_section_is_off_by_default_and_needs_a_regressor_when_on(tmp_pat
     with pytest.raises(AlqaInputError) as err:
         load_campaign(_write(tmp_path, text.replace("  weight: 0.0 ", "  weight: 0.1 ")))
     assert "regressor" in str(err.value)
+
+
+def test_members_per_architecture_name_seeded_networks(tmp_path):
+    cfg = load_campaign(write_template(tmp_path / "c.yaml", datasets=("d",), architectures=(("unet", "tiny", 3), ("segresnet", "tiny"))))
+    assert [(m.name, m.arch.name, m.seed_offset) for m in cfg.trained_members] == [
+        ("unet", "unet", 0), ("unet-s1", "unet", 1), ("unet-s2", "unet", 2), ("segresnet", "segresnet", 0)]
+    assert cfg.member_names == ("unet", "unet-s1", "unet-s2", "segresnet")
+    default = load_campaign(write_template(tmp_path / "d.yaml", datasets=("d",)))
+    assert len(default.member_names) >= 2  # alqa init's ensemble can see inconsistency (Eq. 1)
+    bad = render_template(datasets=("d",)).replace("members: 2", "members: 0")
+    with pytest.raises(AlqaInputError, match="architectures\\[0\\].members"):
+        load_campaign(_write(tmp_path, bad))
+
+
+def test_rounds_settings_are_validated(tmp_path):
+    text = render_template(datasets=("d",))
+    assert load_campaign(_write(tmp_path, text)).rounds.timeout_hours is None
+    with pytest.raises(AlqaInputError, match="rounds.timeout_hours"):
+        load_campaign(_write(tmp_path, text.replace("timeout_hours: null", "timeout_hours: -1")))

@@ -27,6 +27,7 @@ from alqa_core.config.campaign import load_campaign
 from alqa_core.export.nnunet import export_nnunet
 from alqa_core.ingest.cases import index_campaign
 from alqa_core.io.nifti import read_label, write_nifti
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
 from alqa_core.rounds import read_rounds
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.definitions import defs
@@ -84,18 +85,26 @@ def _bad_scans(campaign: Path) -> dict[str, str]:
     return {"PhFull_bad1": "truncated", "PhFull_bad2": "NaN"}
 
 
+@pytest.fixture(scope="module")
+def eight_phantoms(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eight")
+    write_campaign(root / "campaign", CampaignSpec(n_cases=8, seed=11, spacing_mm=(6.0, 6.0, 6.0), hard_fraction=0.25, test_fraction=0.0))
+    return root / "campaign"
+
+
 @pytest.mark.slow
-def test_two_rounds_to_an_export_of_every_case_with_its_provenance(tmp_path, phantom_campaign, instance):
-    cfg_path = external_campaign(tmp_path, phantom_campaign)
+def test_two_rounds_to_an_export_of_every_case_with_its_provenance(tmp_path, eight_phantoms, instance):
+    cfg_path = external_campaign(tmp_path, eight_phantoms)
     bad = _bad_scans(tmp_path / "campaign")
     resources = make_resources(cfg_path)
     cfg = load_campaign(cfg_path)
     layout, cat = WorkspaceLayout(tmp_path / "ws"), Catalog(tmp_path / "ws" / "catalog")
     table = cfg.organ_table
 
-    # the new-cases sensor registers every case (bad ones too) and one batched ingest refuses the bad ones only
+    # ten cases, one truncated and one NaN: the new-cases sensor registers all, one batched ingest refuses those two only
     found = _tick(new_cases_sensor, instance, resources)
     keys = list(found.dynamic_partitions_requests[0].partition_keys)
+    assert len(keys) == 10
     instance.add_dynamic_partitions("cases", keys)
     _materialize(instance, resources, INGEST, keys)
     errors = open_case_errors(cat)
@@ -104,7 +113,7 @@ def test_two_rounds_to_an_export_of_every_case_with_its_provenance(tmp_path, pha
         reason = errors.set_index("case_id").reason[case]
         assert word.lower() in reason.lower(), reason
     good = [k for k in keys if k not in bad]
-    assert sorted(cat.read("cases").case_id) == sorted(good)
+    assert len(good) == 8 and sorted(cat.read("cases").case_id) == sorted(good)
     status = campaign_status(layout).render()
     assert "cases with an open error: 2" in status and all(c in status for c in bad)
 
@@ -181,6 +190,16 @@ def test_two_rounds_to_an_export_of_every_case_with_its_provenance(tmp_path, pha
     card = (tmp_path / "export" / "README.md").read_text()
     assert "dr_a" in card and "dr_b" in card and "dr_c" in card and all(c in card for c in bad)
     assert len(case_packages(layout, q1)) >= 1 and revised.shape == read_label(layout.reassembled_label(q0)).shape
+
+    # a refused scan whose file is fixed is retried by the new-cases sensor, and then it is a case like the others
+    images = tmp_path / "campaign" / "datasets" / "Dataset001_PhantomFull" / "imagesTr"
+    shutil.copyfile(next(p for p in sorted(images.glob("*_0000.nii.gz")) if "bad" not in p.name), images / "PhFull_bad1_0000.nii.gz")
+    retry = _tick(new_cases_sensor, instance, resources)
+    [request] = retry.run_requests
+    assert request.partition_key == "PhFull_bad1" and request.run_key.startswith("retry:PhFull_bad1:")
+    _materialize(instance, resources, INGEST, partition="PhFull_bad1", tags={"dagster/run_key": request.run_key})
+    assert sorted(open_case_errors(cat).case_id) == ["PhFull_bad2"] and "PhFull_bad1" in set(cat.read("cases").case_id)
+    assert isinstance(_tick(new_cases_sensor, instance, resources), dg.SkipReason)  # fixed: nothing left to retry
 
 
 def _cli(argv, cfg_path) -> int:
