@@ -153,7 +153,7 @@ def cmd_export(args) -> int:
 def cmd_ingest(args) -> int:
     from alqa_dagster.headless import ingest
 
-    return ingest(_config(), chunk=args.chunk)
+    return ingest(_config(), _layout(), chunk=args.chunk)
 
 
 def cmd_round(args) -> int:
@@ -161,13 +161,13 @@ def cmd_round(args) -> int:
 
     if args.action == "close":
         return close(_layout(), args.reason)
-    return run_round(chunk=args.chunk)
+    return run_round(_layout(), chunk=args.chunk)
 
 
 def cmd_reassemble(args) -> int:
     from alqa_dagster.headless import reassemble
 
-    return reassemble(chunk=args.chunk)
+    return reassemble(_layout(), chunk=args.chunk)
 
 
 def export_by_format(args) -> int:

@@ -8,7 +8,6 @@ per chunk), so memory is bounded by a chunk, not by the campaign.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from tqdm import tqdm
@@ -51,7 +50,7 @@ def _over_chunks(instance, selection, keys, all_keys, chunk: int, what: str, tag
             bar.update(list(all_keys).index(last) - list(all_keys).index(first) + 1)
 
 
-def ingest(config: CampaignConfig, chunk: int = 50) -> int:
+def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> int:
     """Register the campaign's new cases and ingest them, plus every refused case whose file changed since."""
     import dagster as dg
 
@@ -59,7 +58,6 @@ def ingest(config: CampaignConfig, chunk: int = 50) -> int:
 
     ensure_dagster_home()
     index = index_campaign(config)
-    layout = WorkspaceLayout(config.workspace_root)
     with dg.DagsterInstance.get() as instance:
         new = register_cases(instance, sorted(index.cases))
         errors = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
@@ -75,7 +73,7 @@ def ingest(config: CampaignConfig, chunk: int = 50) -> int:
     return 0
 
 
-def run_round(chunk: int = 50) -> int:
+def run_round(layout: WorkspaceLayout, chunk: int = 50) -> int:
     """The next round: training (once), per-case predictions/attention/reassembly (in chunks), then ranking and the queue."""
     import dagster as dg
 
@@ -83,11 +81,9 @@ def run_round(chunk: int = 50) -> int:
     from alqa_core.rounds import current_round
     from alqa_core.training.round_start import next_round
     from alqa_dagster.defs.automation import ROUND_TAG
-    from alqa_dagster.resources import CampaignResource, WorkspaceResource
     from alqa_dagster.runner import ensure_dagster_home, materialize
 
     ensure_dagster_home()
-    layout = WorkspaceResource(campaign=CampaignResource(config_path=os.environ["ALQA_CAMPAIGN"])).layout()
     catalog = Catalog(layout.catalog)
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
@@ -106,15 +102,13 @@ def run_round(chunk: int = 50) -> int:
     return 0
 
 
-def reassemble(chunk: int = 50) -> int:
+def reassemble(layout: WorkspaceLayout, chunk: int = 50) -> int:
     """Every ingested case's reassembled label, with the latest pseudo labels and every accepted answer."""
     import dagster as dg
 
-    from alqa_dagster.resources import CampaignResource, WorkspaceResource
     from alqa_dagster.runner import ensure_dagster_home
 
     ensure_dagster_home()
-    layout = WorkspaceResource(campaign=CampaignResource(config_path=os.environ["ALQA_CAMPAIGN"])).layout()
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
         cases = [k for k in keys if k not in failed_cases(Catalog(layout.catalog))]
