@@ -181,25 +181,9 @@ def test_qa_montages_grades_regressor_and_outlier_queue(round0, instance, monkey
 
 def test_external_members_only_campaign_gets_attention_queue_and_packages(tmp_path, phantom_campaign, instance):
     """No architecture trained here: two external members (label maps) drive attention and the queue."""
-    import shutil
+    from .test_campaign import external_campaign
 
-    from scipy import ndimage
-
-    campaign = tmp_path / "campaign"
-    shutil.copytree(phantom_campaign, campaign)
-    truth = campaign / "ground_truth" / "labelsTr"
-    for ds in (campaign / "datasets").iterdir():
-        for img in (ds / "imagesTr").glob("*_0000.nii.gz"):
-            case = img.name[: -len("_0000.nii.gz")]
-            gt = read_label(truth / f"{case}.nii.gz")
-            write_nifti(ds / "predictions" / "toolA" / f"{case}.nii.gz", np.asarray(gt.array), gt.affine)
-            other = np.array(gt.array)
-            liver = other == 5
-            other[ndimage.binary_dilation(liver, iterations=2) & (other == 0)] = 5  # tool B over-segments the liver
-            write_nifti(ds / "predictions" / "toolB" / f"{case}.nii.gz", other, gt.affine)
-    members = "external_members:\n  - name: toolA\n    class_map: organ_table\n  - name: toolB\n    class_map: organ_table"
-    cfg_path = campaign_yaml(tmp_path, campaign, architectures=())
-    cfg_path.write_text(cfg_path.read_text().replace("external_members: []", members))
+    cfg_path = external_campaign(tmp_path, phantom_campaign)  # tool B over-segments the liver
     resources = make_resources(cfg_path)
     keys = sorted(index_campaign(load_campaign(cfg_path)).cases)
     instance.add_dynamic_partitions("cases", keys)
