@@ -85,6 +85,9 @@ class TrainConfig:
     num_threads: int | None = None
     sw_batch_size: int = 2
     sw_overlap: float = 0.25
+    #: at most this many prepared training cases in memory at a time (a pool sliding over the training set
+    #: epoch by epoch); the QA-loss term holds as many unlabeled ones. A set no larger trains exactly as one list.
+    cases_in_memory: int = 64
 
     def __post_init__(self):
         object.__setattr__(self, "patch_size_vox", tuple(int(p) for p in self.patch_size_vox))
@@ -92,7 +95,7 @@ class TrainConfig:
             object.__setattr__(self, "val_case_ids", tuple(str(c) for c in self.val_case_ids))
         if len(self.patch_size_vox) != 3 or min(self.patch_size_vox) < 1:
             raise ValueError(f"patch_size_vox must be 3 positive integers, got {self.patch_size_vox}")
-        for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience", "sw_batch_size"):
+        for name in ("batch_size", "max_epochs", "iterations_per_epoch", "patience", "sw_batch_size", "cases_in_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:

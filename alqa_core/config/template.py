@@ -55,6 +55,7 @@ training:
   lr_schedule: {lr_schedule}   # constant | poly
   min_delta: 0.001     # early stopping: best validation Dice must rise by more than this
   patience: 10         # ... within this many epochs
+  cases_in_memory: 64  # prepared training cases held at a time (a pool sliding over the set each epoch; 5 bytes a voxel each)
 
 inference:
   roi_size_vox: [{roi}, {roi}, {roi}]

@@ -8,6 +8,14 @@ lr 1e-4 and records the parent in the lineage. Nothing is printed: progress
 goes to an optional callback as frozen events. The caller saves the result
 with :func:`alqa_core.ensemble.checkpoint.save_checkpoint`.
 
+Cases are :class:`~alqa_core.training.cases.TrainingItem` s: in memory, or
+:class:`~alqa_core.training.cases.LazyCase` handles that load on demand. The
+split, the organ check and the records use only their ids and organs; patches
+come from a pool of at most ``training.cases_in_memory`` prepared cases that
+slides over the training set epoch by epoch (:mod:`.sampling`); validation
+loads one case at a time. With every training case in the pool (small
+campaigns), training is bit-identical to holding them all in one list.
+
 Seeding happens inside ``torch.random.fork_rng``, so the caller's global RNG
 state is untouched; ``num_threads`` is restored on exit.
 
@@ -38,7 +46,7 @@ from alqa_core.ensemble.device import resolve_device, torch_threads
 from alqa_core.ensemble.networks import build_network
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
-from alqa_core.training.cases import TrainingCase
+from alqa_core.training.cases import TrainingCase, TrainingItem
 from alqa_core.training.early_stopping import EarlyStopping
 from alqa_core.training.losses import masked_dice_bce_loss
 from alqa_core.training.sampling import PatchSampler
@@ -129,8 +137,8 @@ def resolve_amp(amp: bool | str, device: torch.device) -> bool:
     return bool(amp)
 
 
-def split_cases(cases: Sequence[TrainingCase], config: TrainConfig) -> tuple[list[TrainingCase], list[TrainingCase]]:
-    """(train, validation): explicit ``val_case_ids``, else a seeded ``val_fraction`` (at least one each)."""
+def split_cases(cases: Sequence[TrainingItem], config: TrainConfig) -> tuple[list[TrainingItem], list[TrainingItem]]:
+    """(train, validation): explicit ``val_case_ids``, else a seeded ``val_fraction`` (at least one each); by case id, nothing loaded."""
     ids = [c.case_id for c in cases]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -220,7 +228,7 @@ def _train_one_epoch(
 
 def train(
     spec: ModelSpec,
-    cases: Sequence[TrainingCase],
+    cases: Sequence[TrainingItem],
     config: TrainConfig,
     organ_table: OrganTable,
     spacing_mm: Sequence[float],
@@ -232,8 +240,9 @@ def train(
 ) -> TrainResult:
     """Train ``spec`` on ``cases`` (or fine-tune ``parent``); return the best epoch's network and metadata.
 
+    ``cases``: :class:`TrainingCase` s or on-demand handles (:class:`~alqa_core.training.cases.LazyCase`).
     ``training_set_sha256`` defaults to a fingerprint of the cases' ids and
-    label contents; pass :func:`~alqa_core.training.training_set.training_set_fingerprint`
+    label contents (loading each case once, one at a time); pass :func:`~alqa_core.training.training_set.training_set_fingerprint`
     over the label files to tie the checkpoint to files on disk instead.
     ``extra_loss`` (optional, :class:`ExtraLoss`) is added to the masked loss at
     every step; None (the default) trains on the supervised loss alone.
@@ -251,7 +260,7 @@ def train(
     for case in cases:
         case.organ_weights(organ_table)  # raises if a case names organs the table lacks
     train_cases, val_cases = split_cases(cases, config)
-    if not any(_has_annotated_foreground(c, organ_table) for c in val_cases):
+    if not any(_has_annotated_foreground(c.load(), organ_table) for c in val_cases):  # one case at a time
         raise AlqaInputError(
             None, f"validation cases {[c.case_id for c in val_cases]} contain no voxel of an organ they annotate; early stopping needs one"
         )
@@ -277,7 +286,9 @@ def train(
         optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=config.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         scheduler = _scheduler(optimizer, config)
-        sampler = PatchSampler(train_cases, organ_table, config.patch_size_vox, config.fg_prob, config.seed)
+        sampler = PatchSampler(
+            train_cases, organ_table, config.patch_size_vox, config.fg_prob, config.seed, cases_in_memory=config.cases_in_memory
+        )
         _emit(progress, TrainingStarted(len(train_cases), len(val_cases), str(device), amp, lr, config.max_epochs, None if parent is None else str(parent)))
 
         stopper = EarlyStopping(config.min_delta, config.patience)
@@ -286,6 +297,7 @@ def train(
         stopped_early = False
         for epoch in range(config.max_epochs):
             t0 = time.perf_counter()
+            sampler.set_epoch(epoch)  # slides a pool smaller than the training set; a no-op otherwise
             loss, extra = _train_one_epoch(
                 network, optimizer, scaler, sampler, config, device, amp, extra_loss, epoch * config.iterations_per_epoch
             )

@@ -4,6 +4,10 @@ Only the organs a case annotates are scored on that case, and only inside its
 annotated voxels. An organ absent from a case's ground truth gives no score
 there (``monai.metrics.compute_dice(ignore_empty=True)`` -> NaN), so the
 per-organ Dice is the mean over the cases where the organ is present.
+
+Cases may be on-demand handles (:class:`~alqa_core.training.cases.LazyCase`):
+each is loaded, scored and released before the next, so validation holds one
+case and its logits at a time, whatever the number of validation cases.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from monai.inferers import sliding_window_inference
 from monai.metrics import compute_dice
 
 from alqa_core.organs import OrganTable
-from alqa_core.training.cases import TrainingCase, one_hot_organs
+from alqa_core.training.cases import TrainingCase, TrainingItem, one_hot_organs
 
 
 def predict_logits(
@@ -51,7 +55,7 @@ def case_dice(logits: torch.Tensor, case: TrainingCase, table: OrganTable, thres
 
 def validation_dice(
     network: torch.nn.Module,
-    cases: Sequence[TrainingCase],
+    cases: Sequence[TrainingItem],
     table: OrganTable,
     roi_size_vox: Sequence[int],
     device: torch.device,
@@ -62,11 +66,13 @@ def validation_dice(
     """Per-organ mean Dice over ``cases`` (NaN for an organ no case scores). Leaves the network in eval mode."""
     network.eval()
     scores: dict[str, list[float]] = {name: [] for name in table.names}
-    for case in cases:
+    for item in cases:
+        case = item.load()  # one case in memory at a time: released when the next one replaces it
         logits = predict_logits(network, case.image, roi_size_vox, device, amp, sw_batch_size, overlap)
         for name, value in case_dice(logits, case, table).items():
             if not math.isnan(value):
                 scores[name].append(value)
+        del case, logits
     return {name: (float(np.mean(v)) if v else math.nan) for name, v in scores.items()}
 
 
