@@ -15,7 +15,12 @@ success, their MSEL). Here:
   adds to the masked Dice + BCE at every step;
 - per step, ``cases_per_step`` unlabeled cases are drawn from a generator
   seeded by ``(seed, step)`` (no hidden RNG state, nothing drawn from the
-  patch sampler's or torch's streams), each goes WHOLE through the network
+  patch sampler's or torch's streams) among those of a bounded pool: at most
+  ``cases_in_memory`` of them, a :class:`~alqa_core.training.pool.CasePool`
+  window over all the unlabeled cases that slides every ``steps_per_refresh``
+  steps. Cases may be :class:`UnlabeledFile` s, read when first drawn while
+  in the window and released when it moves on. With every case in the pool
+  (the default) the draws are those over the whole list. Each drawn case goes WHOLE through the network
   (padded to ``pad_to_multiple`` with 0 = air, the logits cropped back), its
   sigmoid probabilities and CT become a differentiable montage
   (:func:`alqa_core.qa.montage_tensor`), and the regressor's grade ``g`` gives
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -49,8 +54,13 @@ from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX, QALossConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
 from alqa_core.qa.montage import montage_tensor
+from alqa_core.io.nifti import read_nifti_array
 from alqa_core.qa.regressor import GRADE_MIN, freeze_regressor, load_qa_regressor, qa_loss
+from alqa_core.training.pool import CasePool
 from alqa_core.workspace import validate_case_id
+
+#: steps between two slides of the unlabeled pool when the caller does not say (TrainConfig's iterations_per_epoch)
+STEPS_PER_REFRESH = 100
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +78,33 @@ class UnlabeledCase:
         view = image.view()
         view.flags.writeable = False
         object.__setattr__(self, "image", view)
+
+    def load(self) -> UnlabeledCase:
+        """The case itself (in memory already), like :meth:`UnlabeledFile.load`."""
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class UnlabeledFile:
+    """An unlabeled case on disk (its preprocessed volume): read when :meth:`load` is called, never kept."""
+
+    case_id: str
+    path: Path
+
+    def __post_init__(self):
+        validate_case_id(self.case_id)
+        object.__setattr__(self, "path", Path(self.path))
+
+    def load(self) -> UnlabeledCase:
+        return UnlabeledCase(self.case_id, np.asarray(read_nifti_array(self.path)[0], dtype=np.float32))
+
+    @property
+    def image(self) -> np.ndarray:
+        """The volume, read now (each access reads the file again)."""
+        return self.load().image
+
+
+Unlabeled = Union[UnlabeledCase, UnlabeledFile]
 
 
 def montage_slice_indices(n_slices: int, montage_slices: int | None) -> np.ndarray:
@@ -110,19 +147,40 @@ class QALossTerm:
     """The QA term for ``train(..., extra_loss=term)``; built by :func:`build_qa_loss`."""
 
     config: QALossConfig
-    cases: tuple[UnlabeledCase, ...]
+    cases: tuple[Unlabeled, ...]
     table: OrganTable
     regressor: torch.nn.Module  # frozen: eval mode, requires_grad False
     montage_px: int
     regressor_source: str
+    #: at most this many unlabeled cases loaded at a time (None: all of them)
+    cases_in_memory: int | None = None
+    #: the pool slides every this many steps
+    steps_per_refresh: int = STEPS_PER_REFRESH
+
+    def __post_init__(self):
+        if not self.cases:
+            raise AlqaInputError(None, "qa_loss: no unlabeled case to score")
+        if self.cases_in_memory is not None and self.cases_in_memory < 1:
+            raise ValueError(f"cases_in_memory must be >= 1, got {self.cases_in_memory}")
+        if self.steps_per_refresh < 1:
+            raise ValueError(f"steps_per_refresh must be >= 1, got {self.steps_per_refresh}")
+        capacity = self.cases_in_memory or len(self.cases)
+        # the loaded cases: mutable state of an otherwise frozen term, never part of what it computes
+        object.__setattr__(self, "_pool", CasePool(len(self.cases), capacity, self.config.seed, lambda i: self.cases[i].load()))
 
     def cases_for_step(self, step: int) -> tuple[UnlabeledCase, ...]:
-        """The cases drawn at ``step`` (empty on skipped steps); a pure function of (seed, step)."""
+        """The cases drawn at ``step``, loaded (empty on skipped steps); a pure function of (seed, step) and the pool size."""
         if (int(step) + 1) % self.config.every_n_steps:  # steps n-1, 2n-1, ...: "every n-th step"
             return ()
+        refresh = int(step) // self.steps_per_refresh
+        window = self._pool.window(refresh)
         rng = np.random.default_rng((self.config.seed, int(step)))
-        n = min(self.config.cases_per_step, len(self.cases))
-        return tuple(self.cases[i] for i in sorted(rng.choice(len(self.cases), size=n, replace=False)))
+        n = min(self.config.cases_per_step, len(window))
+        return tuple(self._pool.get(refresh, int(j)) for j in sorted(rng.choice(len(window), size=n, replace=False)))
+
+    def loaded_count(self) -> int:
+        """How many unlabeled cases the term holds in memory now (at most ``cases_in_memory``)."""
+        return self._pool.loaded_count()
 
     def montages(self, network: torch.nn.Module, cases: Sequence[UnlabeledCase]) -> torch.Tensor:
         """``(B, 3, montage_px, montage_px)`` montages of ``network``'s sigmoid outputs on ``cases`` (differentiable)."""
@@ -169,6 +227,7 @@ class QALossTerm:
             "regressor": self.regressor_source,
             "case_ids": [u.case_id for u in self.cases],
             "cases_per_step": c.cases_per_step,
+            "cases_in_memory": self.cases_in_memory,
             "every_n_steps": c.every_n_steps,
             "montage_slices": c.montage_slices,
             "montage_px": self.montage_px,
@@ -189,8 +248,17 @@ def _frozen_regressor(config: QALossConfig) -> tuple[torch.nn.Module, int, str]:
     return freeze_regressor(loaded.network), loaded.config.input_px, str(path)
 
 
-def build_qa_loss(config: QALossConfig, unlabeled: Sequence[UnlabeledCase], table: OrganTable) -> QALossTerm | None:
+def build_qa_loss(
+    config: QALossConfig,
+    unlabeled: Sequence[Unlabeled],
+    table: OrganTable,
+    cases_in_memory: int | None = None,
+    steps_per_refresh: int = STEPS_PER_REFRESH,
+) -> QALossTerm | None:
     """The QA term over ``unlabeled`` (narrowed to ``config.case_ids``), or None when the mode is off.
+
+    ``unlabeled``: cases in memory or :class:`UnlabeledFile` s, of which at
+    most ``cases_in_memory`` (None: all) are loaded at a time.
 
     Loads and freezes the regressor once; the caller's network (if one was
     given) is not touched. Raises AlqaInputError for a regressor that does not
@@ -210,12 +278,15 @@ def build_qa_loss(config: QALossConfig, unlabeled: Sequence[UnlabeledCase], tabl
     if not unlabeled:
         raise AlqaInputError(None, "qa_loss is on (weight > 0) but there is no unlabeled case to score")
     regressor, montage_px, source = _frozen_regressor(config)
-    return QALossTerm(config, tuple(unlabeled), table, regressor, int(montage_px), source)
+    return QALossTerm(config, tuple(unlabeled), table, regressor, int(montage_px), source, cases_in_memory, int(steps_per_refresh))
 
 
 __all__ = [
+    "STEPS_PER_REFRESH",
     "QALossTerm",
+    "Unlabeled",
     "UnlabeledCase",
+    "UnlabeledFile",
     "build_qa_loss",
     "montage_slice_indices",
     "qa_montage_tensor",
