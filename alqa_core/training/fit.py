@@ -7,17 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig, TrainedMember
 from alqa_core.config.models import ModelSpec
 from alqa_core.config.sections import TrainConfig
-from alqa_core.io.nifti import read_nifti_array
+from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
 from alqa_core.rounds import current_round, record_state
-from alqa_core.training.cases import TrainingCase
+from alqa_core.training.cases import TrainingItem
 from alqa_core.training.training_set import TrainingSource, fingerprint, is_holdout, sources_from_manifest
 from alqa_core.workspace import WorkspaceLayout
 
@@ -47,17 +46,26 @@ class CheckpointSummary:
 
 
 def qa_loss_term(
-    config, layout: WorkspaceLayout, cases: pd.DataFrame, sources: Sequence[TrainingSource], table: OrganTable, holdout_fraction: float = 0.0
+    config,
+    layout: WorkspaceLayout,
+    cases: pd.DataFrame,
+    sources: Sequence[TrainingSource],
+    table: OrganTable,
+    holdout_fraction: float = 0.0,
+    cases_in_memory: int | None = None,
+    steps_per_refresh: int | None = None,
 ):
     """The optional QA-loss term (001) over unlabeled cases, or None when off.
 
     ``config.case_ids``, else every preprocessed ``train``-split case outside the
     round's training set and the evaluation hold-out (so the QA term never sees
-    the images the evaluation report scores).
+    the images the evaluation report scores). The cases are files read when
+    drawn, at most ``cases_in_memory`` (None: all) held at a time, the pool
+    sliding every ``steps_per_refresh`` steps (None: the QA term's default).
     """
     if config is None or not config.enabled:
         return None
-    from alqa_core.training.qa_loss import UnlabeledCase, build_qa_loss  # torch: only when the mode is on
+    from alqa_core.training.qa_loss import STEPS_PER_REFRESH, UnlabeledFile, build_qa_loss  # torch: only when the mode is on
 
     trained = {s.case_id for s in sources}
     eligible = (
@@ -69,14 +77,17 @@ def qa_loss_term(
         and layout.preprocessed(r.case_id).exists()
     )
     ids = sorted(config.case_ids or eligible)
-    unlabeled = [UnlabeledCase(c, np.asarray(read_nifti_array(layout.preprocessed(c))[0], dtype=np.float32)) for c in ids]
-    return build_qa_loss(config, unlabeled, table)
+    missing = [layout.preprocessed(c) for c in ids if not layout.preprocessed(c).exists()]
+    if missing:
+        raise AlqaInputError(missing[0], f"qa_loss: {len(missing)} unlabeled case(s) have no preprocessed volume")
+    unlabeled = [UnlabeledFile(c, layout.preprocessed(c)) for c in ids]
+    return build_qa_loss(config, unlabeled, table, cases_in_memory, steps_per_refresh or STEPS_PER_REFRESH)
 
 
 def train_member(
     layout: WorkspaceLayout,
     member: TrainedMember,
-    cases: Sequence[TrainingCase],
+    cases: Sequence[TrainingItem],
     config: TrainConfig,
     table: OrganTable,
     spacing_mm,
@@ -115,12 +126,16 @@ class RoundTraining:
 def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfig, device: str, progress=None) -> RoundTraining:
     """Train or fine-tune every member on the round's manifest, record the checkpoints, and mark the round trained.
 
+    Cases load on demand (:func:`~alqa_core.training.data.lazy_training_cases`):
+    memory holds at most ``training.cases_in_memory`` prepared training cases,
+    one validation case, and as many unlabeled cases for the QA term.
+
     Nothing to do is not an error: with no architectures (an external-members
     campaign) or an empty training set, nothing is trained, the round is
     marked trained with the reason, and predictions use each member's latest
     checkpoint, if it has one.
     """
-    from alqa_core.training.data import load_training_cases
+    from alqa_core.training.data import lazy_training_cases
 
     round_index = current_round(catalog)
     sources = sources_from_manifest(catalog.read("training_set"), round_index)
@@ -130,9 +145,12 @@ def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
     )
     summaries: list[CheckpointSummary] = []
     if not skipped:
-        cases = load_training_cases(sources, layout)
+        cases = lazy_training_cases(sources, layout)  # handles: nothing is read until the sampler's pool or validation asks
         train_cfg = dataclasses.replace(config.training, device=device)
-        qa_term = qa_loss_term(config.qa_loss, layout, catalog.read("cases"), sources, config.organ_table, config.evaluation.holdout_fraction)
+        qa_term = qa_loss_term(
+            config.qa_loss, layout, catalog.read("cases"), sources, config.organ_table, config.evaluation.holdout_fraction,
+            train_cfg.cases_in_memory, train_cfg.iterations_per_epoch,
+        )
         for member in config.trained_members:
             summaries.append(train_member(layout, member, cases, train_cfg, config.organ_table, config.preprocess.spacing_mm, round_index, fingerprint(sources), progress, qa_term))
             catalog.write("checkpoints", f"{member.name}_round_{round_index:03d}", pd.DataFrame([summaries[-1].record()]))
