@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from alqa_core.config.sections import MONTAGE_PX, REGRESSOR_PX, QALossConfig
 from alqa_core.errors import AlqaInputError
+from alqa_core.io.nifti import read_nifti_array
 from alqa_core.organs import OrganTable
 from alqa_core.qa.montage import montage_tensor
-from alqa_core.io.nifti import read_nifti_array
 from alqa_core.qa.regressor import GRADE_MIN, freeze_regressor, load_qa_regressor, qa_loss
 from alqa_core.training.pool import CasePool
 from alqa_core.workspace import validate_case_id
