@@ -104,7 +104,8 @@ def child(args) -> None:
         else:
             unlabeled = [UnlabeledFile(c, layout.preprocessed(c)) for c in ids]
         qa_cfg = QALossConfig(weight=0.1, regressor=regressor, montage_px=32, via_px=None, every_n_steps=2, montage_slices=16)
-        qa = build_qa_loss(qa_cfg, unlabeled, DEFAULT_ORGAN_TABLE, cases_in_memory=None if eager else pool, steps_per_refresh=args.iterations)
+        qa = build_qa_loss(qa_cfg, unlabeled, DEFAULT_ORGAN_TABLE, cases_in_memory=None if eager else pool,
+                           steps_per_refresh=args.iterations, refreshes=args.epochs)
     cfg = TrainConfig(
         patch_size_vox=(32, 32, 32), batch_size=2, max_epochs=args.epochs, iterations_per_epoch=args.iterations, val_fraction=0.1,
         seed=0, device="cpu", num_threads=1, sw_batch_size=4, cases_in_memory=pool,

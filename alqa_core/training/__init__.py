@@ -26,7 +26,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "early_stopping": ["EarlyStopping", "best_epoch", "running_best", "should_stop"],
         "fit": ["CheckpointSummary", "RoundTraining", "qa_loss_term", "train_member", "train_round"],
         "losses": ["SMOOTH_DR", "SMOOTH_NR", "masked_dice_bce_loss", "masked_soft_dice_per_organ", "voxel_weights"],
-        "pool": ["REPLACE_FRACTION", "CasePool", "pool_window"],
+        "pool": ["REPLACE_FRACTION", "CasePool", "covering_step", "pool_window"],
         "qa_loss": ["STEPS_PER_REFRESH", "QALossTerm", "Unlabeled", "UnlabeledCase", "UnlabeledFile", "build_qa_loss", "montage_slice_indices", "qa_montage_tensor"],
         "round_start": ["OpenedRound", "next_round", "open_round"],
         "sampling": ["MAX_FOREGROUND_VOXELS", "Batch", "PaddedCase", "Patch", "PatchSampler", "collate", "crop_start", "foreground_budget", "prepare_case", "sample_patch"],

@@ -54,6 +54,7 @@ def qa_loss_term(
     holdout_fraction: float = 0.0,
     cases_in_memory: int | None = None,
     steps_per_refresh: int | None = None,
+    refreshes: int | None = None,
 ):
     """The optional QA-loss term (001) over unlabeled cases, or None when off.
 
@@ -61,7 +62,8 @@ def qa_loss_term(
     round's training set and the evaluation hold-out (so the QA term never sees
     the images the evaluation report scores). The cases are files read when
     drawn, at most ``cases_in_memory`` (None: all) held at a time, the pool
-    sliding every ``steps_per_refresh`` steps (None: the QA term's default).
+    sliding every ``steps_per_refresh`` steps (None: the QA term's default)
+    fast enough to visit every case in ``refreshes`` slides (the epochs).
     """
     if config is None or not config.enabled:
         return None
@@ -81,7 +83,7 @@ def qa_loss_term(
     if missing:
         raise AlqaInputError(missing[0], f"qa_loss: {len(missing)} unlabeled case(s) have no preprocessed volume")
     unlabeled = [UnlabeledFile(c, layout.preprocessed(c)) for c in ids]
-    return build_qa_loss(config, unlabeled, table, cases_in_memory, steps_per_refresh or STEPS_PER_REFRESH)
+    return build_qa_loss(config, unlabeled, table, cases_in_memory, steps_per_refresh or STEPS_PER_REFRESH, refreshes)
 
 
 def train_member(
@@ -149,7 +151,7 @@ def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
         train_cfg = dataclasses.replace(config.training, device=device)
         qa_term = qa_loss_term(
             config.qa_loss, layout, catalog.read("cases"), sources, config.organ_table, config.evaluation.holdout_fraction,
-            train_cfg.cases_in_memory, train_cfg.iterations_per_epoch,
+            train_cfg.cases_in_memory, train_cfg.iterations_per_epoch, train_cfg.max_epochs,
         )
         for member in config.trained_members:
             summaries.append(train_member(layout, member, cases, train_cfg, config.organ_table, config.preprocess.spacing_mm, round_index, fingerprint(sources), progress, qa_term))

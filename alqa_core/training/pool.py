@@ -2,12 +2,16 @@
 
 The window follows MONAI's ``SmartCacheDataset`` (Clara Train's SmartCache):
 the set is put in one seeded order, the pool holds ``capacity`` consecutive
-items of it, and at each refresh the ``ceil(capacity * replace_fraction)``
-oldest leave and as many next ones come in, wrapping round at the end. Every
-item thus spends the same number of refreshes in the pool, so over a pass each
-case is drawn from equally often on expectation. When ``capacity`` covers the
-whole set, the window is the set in its given order and never moves: the pool
-then behaves exactly like a plain list of every case.
+items of it, and at each refresh the oldest ``step`` leave and as many next
+ones come in, wrapping round at the end. Every item thus spends the same
+number of refreshes in the pool, so over a pass each case is drawn from
+equally often on expectation. ``step`` is a quarter of the pool (SmartCache's
+``replace_rate``, 0.1 by default there), or more when the caller says how
+many refreshes a run has (``refreshes``, e.g. the epochs): enough for the
+window to pass over the whole set within them (:func:`covering_step`), so a
+large campaign is not trained on its first few hundred cases only. When
+``capacity`` covers the whole set, the window is the set in its given order
+and never moves: the pool then behaves exactly like a plain list of every case.
 
 Kept here rather than using ``SmartCacheDataset`` itself: it prepares the
 replacements in a background thread, and when one of them fails to load (a
@@ -30,13 +34,21 @@ T = TypeVar("T")
 REPLACE_FRACTION = 0.25
 
 
-def pool_window(n_items: int, capacity: int, refresh: int, seed: int, replace_fraction: float = REPLACE_FRACTION) -> tuple[int, ...]:
+def covering_step(n_items: int, capacity: int, refreshes: int | None = None) -> int:
+    """Items replaced per refresh: a quarter of the pool, or enough to pass over all ``n_items`` in ``refreshes`` (at most the pool)."""
+    step = max(1, math.ceil(capacity * REPLACE_FRACTION))
+    if refreshes is not None and n_items > capacity:
+        step = max(step, math.ceil((n_items - capacity) / max(1, int(refreshes) - 1)))
+    return min(step, capacity)
+
+
+def pool_window(n_items: int, capacity: int, refresh: int, seed: int, refreshes: int | None = None) -> tuple[int, ...]:
     """Indices (into the whole set) of the items in the pool at ``refresh``: a pure function of its arguments."""
     if n_items < 1 or capacity < 1 or refresh < 0:
         raise ValueError(f"need n_items >= 1, capacity >= 1 and refresh >= 0, got {n_items}, {capacity}, {refresh}")
     if capacity >= n_items:
         return tuple(range(n_items))
-    return _window(_order(n_items, seed), capacity, refresh, replace_fraction)
+    return _window(_order(n_items, seed), capacity, refresh, covering_step(n_items, capacity, refreshes))
 
 
 def _order(n_items: int, seed: int) -> np.ndarray:
@@ -44,9 +56,8 @@ def _order(n_items: int, seed: int) -> np.ndarray:
     return np.random.default_rng((int(seed), 0x9001)).permutation(n_items)
 
 
-def _window(order: np.ndarray, capacity: int, refresh: int, replace_fraction: float) -> tuple[int, ...]:
+def _window(order: np.ndarray, capacity: int, refresh: int, step: int) -> tuple[int, ...]:
     n = len(order)
-    step = max(1, math.ceil(capacity * replace_fraction))
     start = (refresh * step) % n
     return tuple(int(order[(start + i) % n]) for i in range(capacity))
 
@@ -61,17 +72,16 @@ class CasePool(Generic[T]):
     holds more than ``capacity`` items plus the one being loaded.
     """
 
-    def __init__(self, n_items: int, capacity: int, seed: int, load: Callable[[int], T], replace_fraction: float = REPLACE_FRACTION):
+    def __init__(self, n_items: int, capacity: int, seed: int, load: Callable[[int], T], refreshes: int | None = None):
         if n_items < 1:
             raise ValueError("CasePool needs at least one item")
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        if not 0.0 < replace_fraction <= 1.0:
-            raise ValueError(f"replace_fraction must be in (0, 1], got {replace_fraction}")
         self.n_items = int(n_items)
         self.capacity = min(int(capacity), self.n_items)
         self.seed = int(seed)
-        self.replace_fraction = float(replace_fraction)
+        #: items replaced per refresh (:func:`covering_step`)
+        self.step = covering_step(self.n_items, self.capacity, refreshes)
         self._load = load
         self._order = None if self.capacity >= self.n_items else _order(self.n_items, self.seed)
         self._refresh: int | None = None
@@ -90,7 +100,7 @@ class CasePool(Generic[T]):
             raise ValueError(f"refresh must be >= 0, got {refresh}")
         if self._order is None:
             return tuple(range(self.n_items))
-        return _window(self._order, self.capacity, int(refresh), self.replace_fraction)
+        return _window(self._order, self.capacity, int(refresh), self.step)
 
     def _move_to(self, refresh: int) -> tuple[int, ...]:
         if refresh != self._refresh:
@@ -119,4 +129,4 @@ class CasePool(Generic[T]):
         return len(self._loaded)
 
 
-__all__ = ["REPLACE_FRACTION", "CasePool", "pool_window"]
+__all__ = ["REPLACE_FRACTION", "CasePool", "covering_step", "pool_window"]

@@ -18,7 +18,7 @@ success, their MSEL). Here:
   patch sampler's or torch's streams) among those of a bounded pool: at most
   ``cases_in_memory`` of them, a :class:`~alqa_core.training.pool.CasePool`
   window over all the unlabeled cases that slides every ``steps_per_refresh``
-  steps. Cases may be :class:`UnlabeledFile` s, read when first drawn while
+  steps (fast enough to pass over them all in ``refreshes`` slides, if given). Cases may be :class:`UnlabeledFile` s, read when first drawn while
   in the window and released when it moves on. With every case in the pool
   (the default) the draws are those over the whole list. Each drawn case goes WHOLE through the network
   (padded to ``pad_to_multiple`` with 0 = air, the logits cropped back), its
@@ -156,6 +156,8 @@ class QALossTerm:
     cases_in_memory: int | None = None
     #: the pool slides every this many steps
     steps_per_refresh: int = STEPS_PER_REFRESH
+    #: slides in a run (e.g. its epochs), so the pool passes over every case within them; None: a quarter per slide
+    refreshes: int | None = None
 
     def __post_init__(self):
         if not self.cases:
@@ -166,7 +168,7 @@ class QALossTerm:
             raise ValueError(f"steps_per_refresh must be >= 1, got {self.steps_per_refresh}")
         capacity = self.cases_in_memory or len(self.cases)
         # the loaded cases: mutable state of an otherwise frozen term, never part of what it computes
-        object.__setattr__(self, "_pool", CasePool(len(self.cases), capacity, self.config.seed, lambda i: self.cases[i].load()))
+        object.__setattr__(self, "_pool", CasePool(len(self.cases), capacity, self.config.seed, lambda i: self.cases[i].load(), self.refreshes))
 
     def cases_for_step(self, step: int) -> tuple[UnlabeledCase, ...]:
         """The cases drawn at ``step``, loaded (empty on skipped steps); a pure function of (seed, step) and the pool size."""
@@ -254,11 +256,14 @@ def build_qa_loss(
     table: OrganTable,
     cases_in_memory: int | None = None,
     steps_per_refresh: int = STEPS_PER_REFRESH,
+    refreshes: int | None = None,
 ) -> QALossTerm | None:
     """The QA term over ``unlabeled`` (narrowed to ``config.case_ids``), or None when the mode is off.
 
     ``unlabeled``: cases in memory or :class:`UnlabeledFile` s, of which at
-    most ``cases_in_memory`` (None: all) are loaded at a time.
+    most ``cases_in_memory`` (None: all) are loaded at a time; the pool slides
+    every ``steps_per_refresh`` steps, by enough to pass over them all in
+    ``refreshes`` slides when that is given.
 
     Loads and freezes the regressor once; the caller's network (if one was
     given) is not touched. Raises AlqaInputError for a regressor that does not
@@ -278,7 +283,7 @@ def build_qa_loss(
     if not unlabeled:
         raise AlqaInputError(None, "qa_loss is on (weight > 0) but there is no unlabeled case to score")
     regressor, montage_px, source = _frozen_regressor(config)
-    return QALossTerm(config, tuple(unlabeled), table, regressor, int(montage_px), source, cases_in_memory, int(steps_per_refresh))
+    return QALossTerm(config, tuple(unlabeled), table, regressor, int(montage_px), source, cases_in_memory, int(steps_per_refresh), refreshes)
 
 
 __all__ = [

@@ -18,7 +18,8 @@ Memory is bounded twice over:
 - :class:`PatchSampler` keeps at most ``cases_in_memory`` prepared cases, a
   :class:`~alqa_core.training.pool.CasePool` window over the whole training
   set that slides at every :meth:`PatchSampler.set_epoch` (a quarter of it
-  replaced per epoch; cases given as :class:`~alqa_core.training.cases.LazyCase`
+  replaced per epoch, or more so that the window passes over every case within
+  ``epochs``; cases given as :class:`~alqa_core.training.cases.LazyCase`
   load only when they enter). When the pool holds every case, patches are
   exactly those of one list of every case, in the given order.
 - Per organ it keeps the flat indices of at most ``max(10,000, 1%)`` of its
@@ -191,7 +192,8 @@ class PatchSampler:
     ``cases`` are :class:`~alqa_core.training.cases.TrainingItem` s; at most
     ``cases_in_memory`` (None: all) are prepared at a time. Call
     :meth:`set_epoch` at the start of each epoch to slide the pool; with every
-    case in the pool it changes nothing.
+    case in the pool it changes nothing. ``epochs`` (the run's most) makes the
+    pool slide fast enough to visit every case within them.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class PatchSampler:
         seed: int = 0,
         cases_in_memory: int | None = None,
         max_foreground_voxels: int | None = MAX_FOREGROUND_VOXELS,
+        epochs: int | None = None,
     ):
         if not cases:
             raise ValueError("PatchSampler needs at least one case")
@@ -216,7 +219,7 @@ class PatchSampler:
         self.seed = int(seed)
         self.max_foreground_voxels = max_foreground_voxels
         self.cases = tuple(cases)
-        self.pool: CasePool[PaddedCase] = CasePool(len(self.cases), cases_in_memory or len(self.cases), self.seed, self._prepare)
+        self.pool: CasePool[PaddedCase] = CasePool(len(self.cases), cases_in_memory or len(self.cases), self.seed, self._prepare, epochs)
         self.epoch = 0
         # the first pool, prepared now: a case that fails to load stops training before it starts
         self._prepared: tuple[PaddedCase, ...] = self.pool.items(0)

@@ -12,7 +12,7 @@ Cases are :class:`~alqa_core.training.cases.TrainingItem` s: in memory, or
 :class:`~alqa_core.training.cases.LazyCase` handles that load on demand. The
 split, the organ check and the records use only their ids and organs; patches
 come from a pool of at most ``training.cases_in_memory`` prepared cases that
-slides over the training set epoch by epoch (:mod:`.sampling`); validation
+slides over the whole training set within ``max_epochs`` (:mod:`.sampling`); validation
 loads one case at a time. With every training case in the pool (small
 campaigns), training is bit-identical to holding them all in one list.
 
@@ -287,7 +287,8 @@ def train(
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         scheduler = _scheduler(optimizer, config)
         sampler = PatchSampler(
-            train_cases, organ_table, config.patch_size_vox, config.fg_prob, config.seed, cases_in_memory=config.cases_in_memory
+            train_cases, organ_table, config.patch_size_vox, config.fg_prob, config.seed,
+            cases_in_memory=config.cases_in_memory, epochs=config.max_epochs,
         )
         _emit(progress, TrainingStarted(len(train_cases), len(val_cases), str(device), amp, lr, config.max_epochs, None if parent is None else str(parent)))
 

@@ -22,7 +22,7 @@ from alqa_core.phantoms.generate import PhantomSpec, generate_case
 from alqa_core.qa.regressor import build_qa_regressor
 from alqa_core.training.cases import LazyCase, TrainingCase
 from alqa_core.training.data import lazy_training_cases, load_training_cases
-from alqa_core.training.pool import CasePool, pool_window
+from alqa_core.training.pool import CasePool, covering_step, pool_window
 from alqa_core.training.qa_loss import UnlabeledCase, UnlabeledFile, build_qa_loss
 from alqa_core.training.sampling import MAX_FOREGROUND_VOXELS, PatchSampler, foreground_budget, prepare_case, sample_patch
 from alqa_core.training.trainer import train
@@ -99,6 +99,15 @@ def test_pool_window_is_seeded_slides_and_gives_every_case_the_same_time_in_the_
     time_in_pool = np.bincount(np.concatenate(windows), minlength=10)
     assert set(time_in_pool.tolist()) == {4}  # over a full cycle every case spends 4 refreshes in the pool
     assert windows[0] != pool_window(10, 4, 0, seed=4)
+
+
+def test_given_the_run_s_length_the_window_passes_over_every_case():
+    assert covering_step(10, 4) == 1 and covering_step(10, 4, refreshes=3) == 3 and covering_step(100, 4, refreshes=3) == 4
+    assert covering_step(6758, 64, refreshes=200) == 34  # 80% of AbdomenAtlas: 16 a refresh would see under half of it
+    assert covering_step(8, 8, refreshes=2) == 2  # the pool holds everything: the step is never used
+    seen = set().union(*(pool_window(30, 4, r, seed=0, refreshes=10) for r in range(10)))
+    assert seen == set(range(30))
+    assert len(set().union(*(pool_window(30, 4, r, seed=0) for r in range(10)))) == 4 + 9  # a quarter a refresh: 13 of 30
 
 
 def test_case_pool_releases_the_leavers_before_loading_newcomers():
