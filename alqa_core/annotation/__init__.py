@@ -47,7 +47,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "status": ["CampaignStatus", "campaign_status"],
         "store": ["move_into_store", "quarantine_entry", "quarantine_folder", "store_accepted", "store_record", "stored_path"],
         "validation": ["Verdict", "apply_slice_revision", "check_revision", "slice_revision_problem", "validate_entry"],
-        "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist"],
+        "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"],
         "work_package": ["WorkPackage", "itksnap_label_description", "package_content_sha256", "read_work_package", "slicer_color_table", "slicer_seg_nrrd", "write_work_package"],
     },
 )

@@ -15,17 +15,20 @@ converged round, or the next round still being computed, has nothing to hand out
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
+import duckdb
 import numpy as np
-import pandas as pd
 
 from alqa_core.annotation.inbox import read_meta, scan_inbox
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
-from alqa_core.rounds import latest_round
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Worklist:
         """Only a queued round hands out cases."""
         return self.state == "queued"
 
-    @property
+    @cached_property
     def completed(self) -> int:
         return sum(1 for i in self.items if i.answered)
 
@@ -69,12 +72,15 @@ class Worklist:
         return next((i for i in self.items if i.case_id == case_id), None)
 
 
-def _organs(value) -> tuple[str, ...]:
+def _organs(value, seen: dict) -> tuple[str, ...]:
+    """'liver,pancreas' (or a list) -> a tuple, shared between the many cases with the same organs."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ()
-    if isinstance(value, str):
-        return tuple(o for o in value.split(",") if o)
-    return tuple(str(o) for o in value)
+    key = value if isinstance(value, str) else ",".join(map(str, value))
+    found = seen.get(key)
+    if found is None:
+        found = seen[key] = tuple(o for o in key.split(",") if o)
+    return found
 
 
 def inbox_waiting(inbox: Path) -> dict[str, set[str]]:
@@ -89,35 +95,79 @@ def inbox_waiting(inbox: Path) -> dict[str, set[str]]:
     return waiting
 
 
-def read_worklist(catalog: Catalog, inbox: Path) -> Worklist:
-    """The current round's queue, top first, each case with its answers and waiting submissions."""
-    rec = latest_round(catalog)
-    if rec is None:
-        return Worklist(-1, "", ())
-    t = rec.round_index
-    if not catalog.partitions("queue"):
-        return Worklist(t, rec.state, ())
-    queue = catalog.query("SELECT * FROM queue WHERE round = ? ORDER BY position", [t])
-    if queue.empty:
-        return Worklist(t, rec.state, ())
+def _select(con: duckdb.DuckDBPyConnection, catalog: Catalog, table: str, columns: tuple[str, ...], where: str, params: list, tail: str = "") -> list[dict]:
+    """``columns`` of ``table``'s rows matching ``where`` (a column the table lacks reads as None; a list column as 'a,b')."""
+    if not catalog.partitions(table):
+        return []
+    files = str(Path(catalog.root) / table / "[!.]*.parquet")
+    types = {d[0]: str(d[1]) for d in con.execute("SELECT * FROM read_parquet($1, union_by_name=true) LIMIT 0", [files]).description}
+    if any(c not in types for c in re.findall(r"\b([a-z_]+) [=<>]", where)):
+        return []  # the table predates the columns the filter needs: no row matches
+    exprs = [
+        (f"array_to_string({c}, ',')" if types[c].endswith("[]") or types[c].upper().startswith("LIST") else c) if c in types else "NULL"
+        for c in columns
+    ]
+    rows = con.execute(f"SELECT {', '.join(exprs)} FROM read_parquet($1, union_by_name=true) WHERE {where} {tail}", [files, *params]).fetchall()
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def read_worklist(catalog: Catalog, inbox: Path, con: duckdb.DuckDBPyConnection | None = None) -> Worklist:
+    """The current round's queue, top first, each case with its answers and waiting submissions.
+
+    Three tables (``rounds``, ``queue``, ``submissions``) are read in one DuckDB
+    connection (``con``: a caller's, reused; opening one costs more than the
+    reads), only the current round's rows. :func:`worklist_fingerprint` lets a
+    server skip the read while nothing changed (``benchmarks/bench_serve.py``).
+    """
+    own = con is None
+    con = duckdb.connect(":memory:") if own else con
+    try:
+        rounds = _select(con, catalog, "rounds", ("round", "state"), "TRUE", [], "ORDER BY round DESC LIMIT 1")
+        if not rounds:
+            return Worklist(-1, "", ())
+        t, state = int(rounds[0]["round"]), str(rounds[0]["state"])
+        queue = _select(con, catalog, "queue", ("case_id", "position", "package_id", "organs", "score"), "round = $2", [t], "ORDER BY position")
+        subs = _select(con, catalog, "submissions", ("case_id", "annotator"), "status = 'accepted' AND round = $2", [t])
+    finally:
+        if own:
+            con.close()
     answered: dict[str, set[str]] = {}
-    if catalog.partitions("submissions"):
-        subs = catalog.query("SELECT case_id, annotator FROM submissions WHERE status = 'accepted' AND round = ?", [t])
-        for case_id, annotator in zip(subs.case_id, subs.annotator):
-            answered.setdefault(str(case_id), set()).add(str(annotator))
-    waiting = inbox_waiting(inbox)
-    packages = queue["package_id"] if "package_id" in queue else [""] * len(queue)
-    organs_of = queue["organs"] if "organs" in queue else [None] * len(queue)
-    scores = queue["score"] if "score" in queue else [np.nan] * len(queue)
+    for row in subs:
+        answered.setdefault(str(row["case_id"]), set()).add(str(row["annotator"] or ""))
+    waiting = inbox_waiting(inbox) if queue else {}
+    nan, seen = float("nan"), {}
     items = tuple(
         WorkItem(
-            str(case_id), t, int(position), "" if package is None or pd.isna(package) else str(package), _organs(organs),
-            float("nan") if score is None else float(score),
-            tuple(sorted(answered.get(str(case_id), ()))), tuple(sorted(waiting.get(str(case_id), ()))),
+            r["case_id"], t, r["position"], r["package_id"] or "", _organs(r["organs"], seen), nan if r["score"] is None else float(r["score"]),
+            tuple(sorted(answered[r["case_id"]])) if r["case_id"] in answered else (),
+            tuple(sorted(waiting[r["case_id"]])) if r["case_id"] in waiting else (),
         )
-        for case_id, position, package, organs, score in zip(queue.case_id, queue.position, packages, organs_of, scores)
+        for r in queue
     )
-    return Worklist(t, rec.state, items)
+    return Worklist(t, state, items)
+
+
+def worklist_fingerprint(catalog: Catalog, inbox: Path, settle_seconds: float = 0.5) -> tuple | None:
+    """What :func:`read_worklist` depends on, as folder times: equal fingerprints, equal worklists.
+
+    Every catalog write and every inbox entry creates or renames a file in
+    its folder, which moves the folder's time. None when a folder changed
+    within ``settle_seconds`` (two writes inside one tick of the file
+    system's clock would look like one), so a caller re-reads then.
+    """
+    folders = [Path(catalog.root) / t for t in ("rounds", "queue", "submissions")] + [Path(inbox)]
+    if Path(inbox).is_dir():
+        folders += [Path(e.path) for e in os.scandir(inbox) if e.is_dir() and not e.name.startswith(".")]
+    stamps = []
+    for folder in folders:
+        try:
+            stamps.append((str(folder), folder.stat().st_mtime_ns))
+        except FileNotFoundError:
+            stamps.append((str(folder), 0))
+    newest = max(ns for _, ns in stamps)
+    if time.time_ns() - newest < settle_seconds * 1e9:
+        return None
+    return tuple(stamps)
 
 
 def next_item(worklist: Worklist, annotator: str, held_by: Mapping[str, str] | None = None) -> WorkItem | None:
@@ -125,9 +175,14 @@ def next_item(worklist: Worklist, annotator: str, held_by: Mapping[str, str] | N
     if not worklist.serving:
         return None
     held_by = held_by or {}
-    candidates = [i for i in worklist.items if i.open]
-    free = [i for i in candidates if held_by.get(i.case_id, annotator) == annotator]
-    return (free or candidates or [None])[0]
+    first_open = None
+    for item in worklist.items:  # one pass, stopping at the first open case nobody else holds
+        if not item.open:
+            continue
+        if held_by.get(item.case_id, annotator) == annotator:
+            return item
+        first_open = first_open or item
+    return first_open
 
 
-__all__ = ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist"]
+__all__ = ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"]

@@ -24,7 +24,11 @@ _OWN_LIMIT = (("PUT", "/datastore/label"), ("POST", "/infer/"))
 
 
 class BodyLimit:
-    """Pure ASGI guard: any other request body over ``limit`` bytes is refused (413) before or while it is read."""
+    """Pure ASGI guard: any other request body over ``limit`` bytes is refused (413) before or while it is read.
+
+    The refusal closes the connection: the rest of the body is never read, so a client still sending it may
+    see the connection closed rather than the 413 (HTTP servers' usual answer to an oversized body).
+    """
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from alqa_core.annotation.inbox import write_submission
 from alqa_core.annotation.segments import label_values, needs_values, positional_names, segments_from_label_info
-from alqa_core.annotation.worklist import next_item, read_worklist
+from alqa_core.annotation.worklist import next_item
 from alqa_core.errors import AlqaInputError
 from alqa_core.rounds import IN_FLIGHT, latest_round
 from alqa_dagster.serve.auth import annotator, identify, state_of
@@ -32,8 +33,11 @@ from alqa_dagster.serve.uploads import BadUpload, TooLarge, drain, label_file_su
 
 router = APIRouter()
 STRATEGY = "alqa_priority"
+#: an oversized upload is answered and the connection closed: the rest of it is never read
+CLOSE = {"Connection": "close"}
 
 
+@lru_cache(maxsize=1)
 def _version() -> str:
     try:
         return version("alqa")
@@ -57,7 +61,7 @@ def info(request: Request, who: str = Depends(annotator)) -> dict:
     """App info. No top-level ``config`` (Slicer then asks to upgrade the server); every model has ``type`` and ``description``."""
     state = state_of(request)
     cfg = state.settings.campaign
-    worklist = read_worklist(state.catalog, state.layout.inbox)
+    worklist = state.worklist()
     names = positional_names(cfg.organ_table)
     members = ", ".join(cfg.member_names)
     return {
@@ -125,7 +129,7 @@ async def activelearning(strategy: str, request: Request, who: str = Depends(ann
 
 
 def _next_sample(state, who: str, params: dict) -> dict:
-    item = next_item(read_worklist(state.catalog, state.layout.inbox), who, state.held_by())
+    item = next_item(state.worklist(), who, state.held_by())
     if item is None or not item.package_id:
         return {}
     package = package_of(state, image_ref(state.key, item.case_id, item.package_id))
@@ -150,29 +154,39 @@ def _next_sample(state, who: str, params: dict) -> dict:
 
 @router.get("/datastore/")
 def datastore(request: Request, output: str = "stats", who: str = Depends(annotator)):
-    """``output=all``: the round's queued cases, each with its original (pseudo) label's ``label_names`` (a dict, as Slicer needs)."""
+    """``output=all``: the round's queued cases, each with its original (pseudo) label's ``label_names`` (a dict, as Slicer needs).
+
+    Slicer asks for it on every "Next sample"; the JSON is built once per worklist (at 10,000 cases it is ~5 MB).
+    """
     state = state_of(request)
-    worklist = read_worklist(state.catalog, state.layout.inbox)
+    worklist = state.worklist()
     stats = {"total": len(worklist.items), "completed": worklist.completed, "label_tags": {"final": worklist.completed}}
     if output == "train":
         return []
     if output != "all":
         return stats
+    body = state.derived("datastore_all", worklist, lambda work: json.dumps(_datastore_all(state, work, stats)).encode())
+    return Response(body, media_type="application/json")
+
+
+def _datastore_all(state, worklist, stats: dict) -> dict:
     names = positional_names(state.settings.campaign.organ_table)
     objects = {}
     for item in worklist.items:
         if not item.package_id:
             continue
         ref = image_ref(state.key, item.case_id, item.package_id)
-        labels = {"original": {"ext": ".nii.gz", "info": {"name": f"{item.case_id}_{item.package_id}_pseudo_label.nii.gz", "model": MODEL, "params": {"label_names": names}}}}
+        stem = f"{item.case_id}_{item.package_id}"
+        labels = {"original": {"ext": ".nii.gz", "info": {"name": f"{stem}_pseudo_label.nii.gz", "model": MODEL, "params": {"label_names": names}}}}
         if item.answered:
             labels["final"] = {"ext": "", "info": {"annotators": list(item.answered_by)}}
         objects[ref.image_id()] = {
-            "image": {"ext": ".nii.gz", "info": {"name": f"{item.case_id}_{item.package_id}.nii.gz", "case_id": item.case_id, "package_id": item.package_id,
+            "image": {"ext": ".nii.gz", "info": {"name": f"{stem}.nii.gz", "case_id": item.case_id, "package_id": item.package_id,
                                                  "position": item.position, "organs_to_fix": list(item.organs)}},
             "labels": labels,
         }
-    return {"name": state.settings.campaign.name, "description": f"round {worklist.round_index} queue", "images_dir": ".", "labels_dir": "labels", "objects": objects, **stats}
+    return {"name": state.settings.campaign.name, "description": f"round {worklist.round_index} queue", "images_dir": ".", "labels_dir": "labels",
+            "objects": objects, **stats}
 
 
 @router.get("/datastore/image")
@@ -223,7 +237,7 @@ async def save_label(request: Request, image: str, tag: str = "final", who: str 
         try:
             upload = await read_multipart(request, "label", state.settings.max_upload_bytes, workdir)
         except TooLarge as exc:
-            return JSONResponse({"detail": f"upload refused: {exc} (submissions.max_file_mb = {state.settings.campaign.submissions.max_file_mb:g})"}, 413)
+            return JSONResponse({"detail": f"upload refused: {exc} (submissions.max_file_mb = {state.settings.campaign.submissions.max_file_mb:g})"}, 413, headers=CLOSE)
         except BadUpload as exc:
             raise HTTPException(400, str(exc)) from None
         try:
@@ -268,7 +282,7 @@ async def infer(model: str, request: Request, image: str, session_id: str = "", 
     try:
         await drain(request, state.settings.max_upload_bytes)  # params, maybe an image: not needed, never kept
     except TooLarge as exc:
-        return JSONResponse({"detail": f"request refused: {exc}"}, 413)
+        return JSONResponse({"detail": f"request refused: {exc}"}, 413, headers=CLOSE)
     source = await anyio.to_thread.run_sync(pseudo_label_source, state, ref)
     return await anyio.to_thread.run_sync(infer_response, source, state.settings.campaign.organ_table, model)
 

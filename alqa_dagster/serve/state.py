@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alqa_core.annotation.worklist import Worklist, read_worklist, worklist_fingerprint
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.workspace import WorkspaceLayout
@@ -59,6 +60,9 @@ class ServeState:
         self._leases: dict[str, tuple[str, float]] = {}
         self._checksums: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self._worklist: tuple[tuple, Worklist] | None = None
+        self._derived: dict[str, tuple[int, object]] = {}
 
     @property
     def layout(self) -> WorkspaceLayout:
@@ -67,6 +71,34 @@ class ServeState:
     @property
     def catalog(self) -> Catalog:
         return Catalog(self.settings.layout.catalog)
+
+    def worklist(self) -> Worklist:
+        """The round's worklist, re-read only when the catalog's tables or the inbox changed (see ``worklist_fingerprint``)."""
+        key = worklist_fingerprint(self.catalog, self.layout.inbox)
+        with self._lock:
+            if key is not None and self._worklist is not None and self._worklist[0] == key:
+                return self._worklist[1]
+        con = getattr(self._local, "duckdb", None)
+        if con is None:  # one DuckDB connection per worker thread: opening one costs more than the reads
+            import duckdb
+
+            con = self._local.duckdb = duckdb.connect(":memory:")
+        work = read_worklist(self.catalog, self.layout.inbox, con)
+        if key is not None:
+            with self._lock:
+                self._worklist = (key, work)
+        return work
+
+    def derived(self, name: str, work: Worklist, build):
+        """``build(work)``, computed once per worklist (e.g. the JSON of ``/datastore/?output=all``)."""
+        with self._lock:
+            found = self._derived.get(name)
+            if found is not None and found[0] == id(work):
+                return found[1]
+        value = build(work)
+        with self._lock:
+            self._derived[name] = (id(work), value)
+        return value
 
     def hold(self, case_id: str, annotator: str) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from alqa_core.annotation.inbox import write_submission
 from alqa_core.annotation.packages import find_package
 from alqa_core.annotation.rounds import round_state
-from alqa_core.annotation.worklist import next_item, read_worklist
+from alqa_core.annotation.worklist import next_item
 from alqa_core.errors import AlqaInputError
 from alqa_core.qa.grades import GRADE_NAMES, QAGrade, latest_grades, record_grade
 from alqa_dagster.serve.auth import annotator, state_of
@@ -84,7 +84,7 @@ def status(request: Request, who: str = Depends(annotator)) -> dict:
 def worklist(request: Request, who: str = Depends(annotator)) -> dict:
     """The annotator's queue in priority order, each case with its organs to fix, answers, latest grade, and which is next."""
     state = state_of(request)
-    work = read_worklist(state.catalog, state.layout.inbox)
+    work = state.worklist()
     nxt = next_item(work, who, state.held_by())
     grades = latest_grades(state.catalog)
     graded = {} if grades.empty else {str(r.case_id): r for r in grades[grades["round"] == work.round_index].itertuples()}
@@ -119,7 +119,7 @@ def grade(case_id: str, body: GradeBody, request: Request, who: str = Depends(an
     """A QA grade (0 success, 1 usable, 2 failure) by the authenticated annotator, in the current round unless one is named."""
     _ids(case_id)
     state = state_of(request)
-    round_index = body.round if body.round is not None else max(read_worklist(state.catalog, state.layout.inbox).round_index, 0)
+    round_index = body.round if body.round is not None else max(state.worklist().round_index, 0)
     if body.grade not in GRADE_NAMES:
         raise HTTPException(400, f"grade must be 0 (success), 1 (usable) or 2 (failure), got {body.grade}")
     try:
