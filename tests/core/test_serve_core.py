@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 
 import numpy as np
 import pandas as pd
@@ -148,3 +149,26 @@ def test_label_info_maps_values_by_name_idx_first_then_slicers_export_positions(
     label = read_submitted_label(path, T, segments_from_label_info(slicer, label_values(path)))
     assert set(np.unique(label.array)) == {0, T.value_of("spleen"), T.value_of("liver")}
     assert (np.asarray(label.array)[arr == 2] == T.value_of("liver")).all()
+
+
+def test_the_worklist_fingerprint_moves_with_every_write_it_depends_on(tmp_path):
+    from alqa_core.annotation.worklist import worklist_fingerprint
+
+    cat, inbox = Catalog(tmp_path / "catalog"), tmp_path / "inbox"
+    record_state(cat, 0, "queued")
+    _queue(cat, 0, ["c1", "c2"])
+    assert worklist_fingerprint(cat, inbox) is None  # just written: inside the settle window, never trusted
+    seen = [worklist_fingerprint(cat, inbox, settle_seconds=0)]
+    for change in (
+        lambda: _accept(cat, "c1", 0, "dr_a", "s1"),
+        lambda: write_submission(inbox, "c2", "dr_b", None, "confirmed", package="r000-0123456789a1"),
+        lambda: (inbox / "dr_c").mkdir(),
+        lambda: (inbox / "dr_c" / "c2.nii.gz").write_bytes(b"hand drop"),
+        lambda: record_state(cat, 0, "closed", "by hand"),
+        lambda: _queue(cat, 0, ["c2", "c1"]),
+    ):
+        time.sleep(0.01)
+        change()
+        seen.append(worklist_fingerprint(cat, inbox, settle_seconds=0))
+    assert len(set(seen)) == len(seen)
+    assert worklist_fingerprint(cat, inbox, settle_seconds=0) == seen[-1]  # nothing changed: the same
