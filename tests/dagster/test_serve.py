@@ -584,9 +584,38 @@ def test_the_worklist_in_chromium_logs_in_and_grades_a_case_by_key(served, tmp_p
         wait.until(lambda b: "2 failure" in b.find_element(By.CSS_SELECTOR, f"#queue tbody tr[data-case='{selected}']").text)
         assert "graded" in browser.find_element(By.ID, "message").text
         browser.save_screenshot(str(shots / "serve_worklist.png"))
+        # the next case: a revised label uploaded through the page (the same PUT /datastore/label as Slicer's)
+        browser.find_element(By.TAG_NAME, "body").send_keys("j")
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#queue tbody tr.selected").get_attribute("data-case") != selected)
+        uploaded = browser.find_element(By.CSS_SELECTOR, "#queue tbody tr.selected").get_attribute("data-case")
+        browser.find_element(By.ID, "upload-file").send_keys(str(s.truth / f"{uploaded}.nii.gz"))
+        browser.find_element(By.ID, "upload-button").click()
+        wait.until(lambda b: "Received" in b.find_element(By.ID, "message").text)
+        entry = re.search(r"inbox entry (\S+)\)", browser.find_element(By.ID, "message").text).group(1)
     finally:
         browser.quit()
     grades = latest_grades(s.catalog)
     row = grades[(grades.case_id == selected) & (grades["round"] == 0)].iloc[0]
     assert (int(row.grade), row.grader) == (2, "dr_a")
     assert (shots / "serve_worklist.png").stat().st_size > 10_000
+    meta = json.loads((s.layout.inbox / f"{entry}.json").read_text())
+    assert (meta["case_id"], meta["annotator"], meta["kind"]) == (uploaded, "dr_a", "revised")
+    assert (s.layout.inbox / f"{entry}.nii.gz").read_bytes() == (s.truth / f"{uploaded}.nii.gz").read_bytes()
+
+
+def test_a_round_in_flight_shows_as_training_to_slicer(served):
+    """While the next round trains and predicts in Dagster, check_if_running answers 200 and GET /train/ says RUNNING."""
+    from alqa_core.rounds import record_state
+
+    s = served
+    client = logged_in(s)
+    assert client.train_status(True) is False
+    record_state(s.catalog, 1, "opened", "round 1 started by the round sensor")
+    try:
+        assert client.train_status(True) is True
+        task = client.train_status(False)
+        assert task["status"] == "RUNNING" and task["request"]["round"] == 1 and task["start_ts"]
+        assert client.next_sample("alqa_priority", {}) == {}  # round 1 has no queue yet: nothing to hand out
+    finally:
+        s.catalog.path_of("rounds", "round_001").unlink()  # this module's later state is round 0's
+    assert client.train_status(True) is False
