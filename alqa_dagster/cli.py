@@ -253,7 +253,8 @@ def cmd_serve(args) -> int:
         from alqa_core.annotation.annotators import validate_annotator
 
         validate_annotator(local)
-    run(ServeSettings(_layout(), _config(), auth=not args.no_auth, local_annotator=local, token_hours=args.token_hours), args.host, args.port)
+    settings = ServeSettings(_layout(), _config(), auth=not args.no_auth, local_annotator=local, token_hours=args.token_hours)
+    run(settings, args.host, args.port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 
 
@@ -391,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-auth", action="store_true", help="no login (loopback only): every write is attributed to --annotator")
     s.add_argument("--annotator", help="with --no-auth: the local annotator's name (default: your user name)")
     s.add_argument("--token-hours", type=float, default=12.0, help="lifetime of a login's access token (Slicer logs in again by itself)")
+    s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); with --ssl-keyfile")
+    s.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("annotators", help="per-annotator tokens for alqa serve: add NAME (prints the token once), revoke NAME, list")

@@ -131,7 +131,7 @@ def main() -> int:
         server = serve(cfg, layout, args.port)
         conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
         name, secret = next(iter(secrets.items()))
-        status, body = call(conn, "POST", "/auth/token", body=f"username={name}&password={secret}&grant_type=password".encode(), ctype="application/x-www-form-urlencoded")
+        _, body = call(conn, "POST", "/auth/token", body=f"username={name}&password={secret}&grant_type=password".encode(), ctype="application/x-www-form-urlencoded")
         token = json.loads(body)["access_token"]
         base, base95, _ = timed(conn, args.repeat * 4, "GET", "/auth/")
         rows = [("GET /auth/ (baseline)", base, base95, "")]
@@ -158,7 +158,7 @@ def main() -> int:
             write_submission(layout.inbox, row.case_id, "dr_elsewhere", None, "confirmed", package=row.package_id)
             time.sleep(0.6)  # past the fingerprint's settle window (a change within it is re-read anyway)
             t1 = time.perf_counter()
-            status, _ = call(conn, "POST", "/activelearning/alqa_priority", token, b"{}")
+            assert call(conn, "POST", "/activelearning/alqa_priority", token, b"{}")[0] == 200
             cold.append(time.perf_counter() - t1)
         rows.append(("POST /activelearning after a change", statistics.median(cold), max(cold), "(worklist re-read)"))
         # each annotator's first "Next sample": a different case each (leases), its image checksummed once
@@ -167,7 +167,7 @@ def main() -> int:
             _, b = call(conn, "POST", "/auth/token", body=f"username={other}&password={sec}&grant_type=password".encode(), ctype="application/x-www-form-urlencoded")
             t = json.loads(b)["access_token"]
             t1 = time.perf_counter()
-            status, b = call(conn, "POST", "/activelearning/alqa_priority", t, b"{}")
+            _, b = call(conn, "POST", "/activelearning/alqa_priority", t, b"{}")
             spread.append((time.perf_counter() - t1, json.loads(b)["case_id"]))
         server.should_exit = True
         core = []

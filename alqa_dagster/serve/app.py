@@ -96,14 +96,19 @@ def check_bind(host: str, auth_enabled: bool) -> None:
         raise ValueError(f"--no-auth is allowed on a loopback address only (127.0.0.1, ::1, localhost), not {host!r}")
 
 
-def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None) -> None:
     import uvicorn
 
     check_bind(host, settings.auth)
+    scheme = "https" if ssl_certfile else "http"
     active = [a for a in list_annotators(settings.layout.annotators) if a.active]
     mode = "auth off (loopback): every write is attributed to " + settings.local_annotator if not settings.auth else f"{len(active)} annotator(s) with an active token"
     print(f"alqa serve: campaign {settings.campaign.name!r}, workspace {settings.layout.root}; {mode}", flush=True)
     if settings.auth and not active:
         print("alqa serve: no annotator can log in yet: alqa annotators add NAME", flush=True)
-    print(f"alqa serve: 3D Slicer's MONAI Label module -> http://{host}:{port} ; web worklist -> http://{host}:{port}/worklist/", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, workers=1, proxy_headers=False)
+    if settings.auth and not ssl_certfile and not is_loopback(host):
+        print("alqa serve: plain HTTP on the network: tokens cross it in clear; give --ssl-certfile/--ssl-keyfile or put a TLS proxy in front", flush=True)
+    print(f"alqa serve: 3D Slicer's MONAI Label module -> {scheme}://{host}:{port} ; web worklist -> {scheme}://{host}:{port}/worklist/", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, workers=1, proxy_headers=False,
+                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)

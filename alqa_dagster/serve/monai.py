@@ -93,9 +93,11 @@ def _round_task(rec) -> dict:
 @router.get("/train/")
 def train_status(request: Request, check_if_running: bool = False, all: bool = False, who: str = Depends(annotator)):
     """Polled by Slicer on every GUI refresh: 404 unless the next round is being computed (trained, predicted, ranked) in Dagster."""
-    rec = latest_round(state_of(request).catalog)
-    if rec is None or (check_if_running and rec.state not in IN_FLIGHT):
+    state = state_of(request)
+    work = state.worklist()  # cached: Slicer polls this on every refresh
+    if work.round_index < 0 or (check_if_running and work.state not in IN_FLIGHT):
         raise HTTPException(404, "No Train Tasks are currently Running" if check_if_running else "No Train Tasks Found")
+    rec = latest_round(state.catalog)
     return [_round_task(rec)] if all else _round_task(rec)
 
 

@@ -491,6 +491,31 @@ def test_no_auth_is_refused_off_loopback_and_attributes_writes_on_it(served, tmp
     assert set(grades[grades.note == "no-auth"].grader) == {"dr_local"}
 
 
+def test_https_with_a_certificate(served, tmp_path):
+    s = served
+    require(shutil.which("openssl") is not None, "openssl missing (Debian: openssl)")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    Client, _ = monai_client()
+    port = free_port()
+    with open(tmp_path / "tls.log", "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "alqa_dagster.cli", "serve", "--port", str(port), "--ssl-certfile", str(tmp_path / "cert.pem"),
+                                 "--ssl-keyfile", str(tmp_path / "key.pem")], env=s.env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        client = Client(f"https://127.0.0.1:{port}", tempfile.mkdtemp(), "user-xyz")  # its client does not verify certificates
+        for _ in range(300):
+            try:
+                assert client.auth_enabled()
+                break
+            except (OSError, AssertionError):
+                assert proc.poll() is None, (tmp_path / "tls.log").read_text()
+                time.sleep(0.1)
+        client.update_auth(client.auth_token("dr_a", s.secrets["dr_a"]))
+        assert client.info()["strategies"]
+    finally:
+        stop_server(proc)
+
+
 def test_routes_alqa_does_not_offer_answer_with_a_reason(served):
     s = served
     auth = {"Authorization": f"Bearer {_token(s, 'dr_a')}"}
