@@ -126,6 +126,11 @@ class WorkspaceLayout:
         return self.root / "inbox"
 
     @property
+    def annotators(self) -> Path:
+        """The annotators' credentials for ``alqa serve`` (salted hashes only, never a secret)."""
+        return self.root / "annotators"
+
+    @property
     def submissions_store(self) -> Path:
         return self.root / "submissions"
 

@@ -1,4 +1,5 @@
-"""The ``alqa`` command line: init, demo, ingest, round, reassemble, submit, confirm, status, grade, export, pull-dicomweb, simulate.
+"""The ``alqa`` command line: init, demo, ingest, round, reassemble, submit, confirm, status, grade, export, pull-dicomweb, simulate,
+serve, annotators.
 
 Every command is a thin shell over alqa_core and the Dagster definitions.
 """
@@ -239,6 +240,43 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """The annotators' front door: MONAI Label's API for 3D Slicer and the web worklist (alqa_dagster/serve)."""
+    import getpass
+
+    from alqa_dagster.serve.app import check_bind, run
+    from alqa_dagster.serve.state import ServeSettings
+
+    check_bind(args.host, not args.no_auth)  # before anything is loaded
+    local = (args.annotator or getpass.getuser()) if args.no_auth else ""
+    if local:
+        from alqa_core.annotation.annotators import validate_annotator
+
+        validate_annotator(local)
+    settings = ServeSettings(_layout(), _config(), auth=not args.no_auth, local_annotator=local, token_hours=args.token_hours)
+    run(settings, args.host, args.port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    return 0
+
+
+def cmd_annotators(args) -> int:
+    from alqa_core.annotation.annotators import add_annotator, list_annotators, revoke_annotator
+
+    folder = _layout().annotators
+    if args.action in ("add", "revoke") and not args.name:
+        raise AlqaInputError(None, f"alqa annotators {args.action} NAME: give the annotator's name")
+    if args.action == "add":
+        found, secret = add_annotator(folder, args.name)
+        print(f"annotator {found.name}: token (shown once, only its hash is kept):\n{secret}")
+        print("3D Slicer's MONAI Label module: server http://HOST:8000, user name and this token as password; or the web worklist at /worklist/")
+    elif args.action == "revoke":
+        found = revoke_annotator(folder, args.name)
+        print(f"revoked {found.name}'s token ({found.credential_id}); their sessions end now")
+    else:
+        for a in list_annotators(folder):
+            print(f"{a.name:<24} {a.credential_id}  created {a.created_at}  " + (f"revoked {a.revoked_at}" if a.revoked_at else "active"))
+    return 0
+
+
 def _config():
     from alqa_core.config.campaign import load_campaign
 
@@ -347,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--partial", action="store_true", help="export the cases that have a reassembled label even if some do not")
     s.set_defaults(fn=cmd_export)
     add_dicom_seg_export_options(s)
+
+    s = sub.add_parser("serve", help="the annotators' server: MONAI Label's API (3D Slicer's Next sample / Submit label) and a web worklist")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 for the network, with tokens)")
+    s.add_argument("--port", type=int, default=8000, help="port (MONAI Label's default 8000)")
+    s.add_argument("--no-auth", action="store_true", help="no login (loopback only): every write is attributed to --annotator")
+    s.add_argument("--annotator", help="with --no-auth: the local annotator's name (default: your user name)")
+    s.add_argument("--token-hours", type=float, default=12.0, help="lifetime of a login's access token (Slicer logs in again by itself)")
+    s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM); with --ssl-keyfile")
+    s.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("annotators", help="per-annotator tokens for alqa serve: add NAME (prints the token once), revoke NAME, list")
+    s.add_argument("action", choices=["add", "revoke", "list"])
+    s.add_argument("name", nargs="?", help="the annotator's name ([A-Za-z0-9_-], as recorded with their submissions)")
+    s.set_defaults(fn=cmd_annotators)
 
     s = sub.add_parser("pull-dicomweb", help="pull CT series from a PACS (QIDO-RS/WADO-RS) into a dataset, one case per series")
     s.add_argument("url", help="the DICOMweb root, e.g. http://pacs:8042/dicom-web (ALQA_DICOMWEB_AUTHORIZATION: an Authorization header)")

@@ -14,6 +14,10 @@
 #                                                  writes DIR/orthanc.env (ALQA_ORTHANC_URL, ALQA_ORTHANC_DICOMWEB)
 #   bash scripts/services.sh stop-orthanc DIR     stops it and deletes its storage
 #
+# Headless Chromium and its WebDriver (Debian chromium + chromium-driver) for the alqa serve web
+# worklist's test; `install` installs them too:
+#   bash scripts/services.sh check-chromium       exit 0 when chromium and chromedriver are installed
+#
 # DIR/services.env holds the variables deploy/production/{dagster,celery}.yaml read:
 #   DAGSTER_PG_HOST DAGSTER_PG_PORT DAGSTER_PG_USER DAGSTER_PG_PASSWORD DAGSTER_PG_DB
 #   ALQA_CELERY_BROKER ALQA_CELERY_BACKEND
@@ -41,6 +45,7 @@ have_servers() { pg_bindir >/dev/null && command -v redis-server >/dev/null 2>&1
 ORTHANC_PLUGIN_DIR=/usr/share/orthanc/plugins
 orthanc_bin() { command -v Orthanc 2>/dev/null || { [ -x /usr/sbin/Orthanc ] && echo /usr/sbin/Orthanc; }; }
 have_orthanc() { orthanc_bin >/dev/null && [ -e "$ORTHANC_PLUGIN_DIR/libOrthancDicomWeb.so" ]; }
+have_chromium() { { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && command -v chromedriver >/dev/null 2>&1; }
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -60,7 +65,8 @@ cmd_install() {
   pg_bindir >/dev/null || packages+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
   have_orthanc || packages+=(orthanc orthanc-dicomweb)
-  if [ ${#packages[@]} -eq 0 ]; then cmd_check; cmd_check_orthanc; return 0; fi
+  have_chromium || packages+=(chromium chromium-driver)
+  if [ ${#packages[@]} -eq 0 ]; then cmd_check; cmd_check_orthanc; cmd_check_chromium; return 0; fi
   local -a as_root=()
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -79,6 +85,7 @@ cmd_install() {
   "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   have_servers || die "apt-get finished but the postgresql/redis-server binaries are still missing"
   have_orthanc || die "apt-get finished but Orthanc or its DICOMweb plugin is still missing"
+  have_chromium || die "apt-get finished but chromium or chromedriver is still missing"
   # on a systemd host the orthanc package starts its own service (ports 8042/4242); ours take free ports
   echo "services.sh: installed ${packages[*]} in $((SECONDS - t0)) s"
 }
@@ -88,6 +95,15 @@ cmd_check_orthanc() {
     echo "services.sh: Orthanc ($(orthanc_bin)) and its DICOMweb plugin are installed"
   else
     echo "services.sh: missing:$(orthanc_bin >/dev/null || echo ' orthanc')$([ -e "$ORTHANC_PLUGIN_DIR/libOrthancDicomWeb.so" ] || echo ' orthanc-dicomweb')"
+    return 1
+  fi
+}
+
+cmd_check_chromium() {
+  if have_chromium; then
+    echo "services.sh: chromium and chromedriver ($(command -v chromedriver)) are installed"
+  else
+    echo "services.sh: missing: chromium and/or chromium-driver"
     return 1
   fi
 }
@@ -251,7 +267,8 @@ case "${1:-}" in
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   check-orthanc) cmd_check_orthanc ;;
+  check-chromium) cmd_check_chromium ;;
   start-orthanc) shift; cmd_start_orthanc "$@" ;;
   stop-orthanc) shift; cmd_stop_orthanc "$@" ;;
-  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,30p' "$0" >&2; exit 2 ;;
 esac

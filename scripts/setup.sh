@@ -19,4 +19,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
 fi
 echo "alqa setup: installing alqa and its dependencies (with the production profile's dagster-postgres, dagster-celery)"
 "${PIP[@]}" install -e ".[dev,production]"
+# MONAI Label's client, for the alqa serve tests: without its dependencies (its metadata pulls MONAI
+# Label's whole server stack; the client needs only requests, which dagster brings)
+"${PIP[@]}" install --no-deps "monailabel==0.8.5"
 .venv/bin/python -c "import alqa_core, alqa_dagster, torch, monai, dagster, dagster_postgres, dagster_celery; print('alqa setup: ok (torch', torch.__version__, '| monai', monai.__version__, '| dagster', dagster.__version__ + ')')"

@@ -14,7 +14,10 @@
 - :mod:`.reassembly`: original > revised > pseudo per organ, with provenance;
 - :mod:`.labelled`: every case's reassembled label, each round and after each answer;
 - :mod:`.effort`, :mod:`.effort_summary`: what each submission cost, and per round;
-- :mod:`.rounds`, :mod:`.status`: where the campaign stands, from the catalog alone.
+- :mod:`.rounds`, :mod:`.status`: where the campaign stands, from the catalog alone;
+- :mod:`.worklist`: an annotator's view of the round's queue and the next case (``alqa serve``);
+- :mod:`.annotators`: annotator credentials, salted hashes only (``alqa annotators``);
+- :mod:`.segments`: MONAI Label's label names and ``label_info`` mapped to organs by name.
 
 Nothing here imports torch or MONAI: sensors and ``alqa submit`` stay light.
 """
@@ -26,6 +29,7 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
+        "annotators": ["ANNOTATOR_RE", "Annotator", "active_annotator", "add_annotator", "list_annotators", "revoke_annotator", "validate_annotator", "verify_secret"],
         "effort": ["EFFORT_COLUMNS", "OrganCorrection", "SubmissionEffort", "effort_records", "minutes_between", "organ_corrections", "parse_timestamp", "submission_effort", "submission_efforts"],
         "effort_summary": ["per_submission", "round_savings", "summarize_effort"],
         "inbox": ["InboxEntry", "KINDS", "SubmissionMeta", "read_meta", "scan_inbox", "submitted_package", "submitted_segments", "submitted_slices", "write_submission"],
@@ -39,9 +43,11 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "reassembly": ["OrganProvenance", "REVISION_RULE", "ReassembledLabel", "Revision", "SOURCE_RANK", "reassemble", "reassemble_case", "select_revision"],
         "revisions": ["revisions_of", "submission_label", "submission_package", "write_revised_label"],
         "rounds": ["RoundState", "accepted_submissions", "advance_on_answers", "awaiting_reassembly", "close_round", "reviewed_cases", "revised_slices", "round_queue", "round_state"],
+        "segments": ["SKIPPED_SEGMENTS", "is_positional", "label_values", "needs_values", "parse_label_info", "positional_names", "segments_from_label_info", "to_positional"],
         "status": ["CampaignStatus", "campaign_status"],
         "store": ["move_into_store", "quarantine_entry", "quarantine_folder", "store_accepted", "store_record", "stored_path"],
         "validation": ["Verdict", "apply_slice_revision", "check_revision", "slice_revision_problem", "validate_entry"],
+        "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"],
         "work_package": ["WorkPackage", "itksnap_label_description", "package_content_sha256", "read_work_package", "slicer_color_table", "slicer_seg_nrrd", "write_work_package"],
     },
 )

@@ -1,0 +1,191 @@
+"""``alqa serve``'s latency with a large queue: "Next sample" (``POST /activelearning``) at 10,000 queued cases.
+
+    .venv/bin/python benchmarks/bench_serve.py [--cases 10000] [--answered 2000] [--annotators 20] [--repeat 50]
+
+1. Writes a campaign whose round 0 queue holds ``--cases`` cases (the catalog's
+   ``queue`` table written directly, as ``annotation_queue`` writes it), of which
+   the first ``--answered`` have an accepted submission (``submissions``
+   partitions of 50 rows, as the sensor writes them). The next ``--annotators``
+   open cases get a real work package (a phantom CT, so their images are small).
+2. Starts the real app under uvicorn on 127.0.0.1 (auth on: one annotator, one
+   login) and times each route over one keep-alive connection, as Slicer's
+   client would (it opens a new connection per call, which adds ~0.2 ms).
+3. Baseline in the same process and loop: ``GET /auth/`` (a constant JSON
+   answer through the same stack); every route's median is printed with its
+   ratio to it. The routes reuse the worklist while the catalog's tables and
+   the inbox are unchanged; "after a change" times the call that re-reads it
+   (an inbox entry written first), and ``read_worklist`` alone (a fresh DuckDB
+   connection each time) is the core's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from alqa_core.annotation.annotators import add_annotator  # noqa: E402
+from alqa_core.annotation.inbox import write_submission  # noqa: E402
+from alqa_core.annotation.work_package import write_work_package  # noqa: E402
+from alqa_core.annotation.worklist import read_worklist  # noqa: E402
+from alqa_core.catalog import Catalog  # noqa: E402
+from alqa_core.config.campaign import load_campaign  # noqa: E402
+from alqa_core.config.template import write_template  # noqa: E402
+from alqa_core.io.nifti import read_ct, read_label  # noqa: E402
+from alqa_core.phantoms.campaign import CampaignSpec, write_campaign  # noqa: E402
+from alqa_core.rounds import record_state  # noqa: E402
+from alqa_core.workspace import WorkspaceLayout  # noqa: E402
+
+
+def build(root: Path, n_cases: int, answered: int, annotators: int) -> tuple[Path, WorkspaceLayout, dict]:
+    phantoms = write_campaign(root / "phantoms", CampaignSpec(n_cases=1, seed=0, spacing_mm=(8.0, 8.0, 8.0)))
+    cfg = write_template(root / "campaign.yaml", name="bench", workspace_root=str(root / "ws"), datasets=tuple(str(p) for p in phantoms.dataset_roots))
+    config = load_campaign(cfg)
+    layout = WorkspaceLayout(root / "ws")
+    catalog = Catalog(layout.catalog)
+    case = phantoms.cases[0]
+    ct = read_ct(phantoms.root / case.image_path)
+    pseudo = read_label(phantoms.root / case.ground_truth_path)
+    heat = np.zeros((len(config.organ_table), *ct.shape), np.uint8)
+    ids = [f"Bench_{i:05d}" for i in range(n_cases)]
+    packages = {}
+    for i in range(answered, min(answered + annotators + 1, n_cases)):
+        packages[ids[i]] = write_work_package(layout.work_packages(ids[i]), ids[i], 0, ct, pseudo, heat, ("liver",), config.organ_table).package_id
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "round": 0, "position": np.arange(1, n_cases + 1), "case_id": ids, "dataset": "Dataset001_Bench",
+        "score": np.sort(rng.random(n_cases))[::-1], "organs": [["liver", "pancreas"]] * n_cases,
+        "package_id": [packages.get(c, f"r000-{i:012x}") for i, c in enumerate(ids)],
+    })
+    frame["work_package"] = [str(layout.work_package(c, p)) for c, p in zip(frame.case_id, frame.package_id)]
+    catalog.write("queue", "round_000", frame)
+    for start in range(0, answered, 50):
+        rows = [{"submission_id": f"s{i:06d}", "case_id": ids[i], "status": "accepted", "kind": "revised", "round": 0, "annotator": f"dr_{i % 7}",
+                 "sha256": f"{i:064x}", "entry": f"e{i}", "entry_mtime_ns": i} for i in range(start, min(start + 50, answered))]
+        catalog.write("submissions", f"intake_{start:08d}", pd.DataFrame(rows))
+    record_state(catalog, 0, "queued", f"{n_cases} cases queued", queued=n_cases)
+    secrets = {}
+    for k in range(annotators):
+        secrets[f"dr_{k:02d}"] = add_annotator(layout.annotators, f"dr_{k:02d}")[1]
+    return cfg, layout, secrets
+
+
+def serve(cfg: Path, layout: WorkspaceLayout, port: int):
+    import uvicorn
+
+    from alqa_dagster.serve.app import create_app
+    from alqa_dagster.serve.state import ServeSettings
+
+    app = create_app(ServeSettings(layout, load_campaign(cfg)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server
+
+
+def call(conn: http.client.HTTPConnection, method: str, path: str, token: str | None = None, body: bytes | None = None, ctype: str = "application/json") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = ctype
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def timed(conn, repeat: int, *args) -> tuple[float, float, bytes]:
+    times, data = [], b""
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        status, data = call(conn, *args)
+        times.append(time.perf_counter() - t0)
+        assert status == 200, (args[:2], status, data[:300])
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))], data
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", type=int, default=10_000)
+    p.add_argument("--answered", type=int, default=2_000)
+    p.add_argument("--annotators", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=50)
+    p.add_argument("--port", type=int, default=18765)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cfg, layout, secrets = build(Path(tmp), args.cases, args.answered, args.annotators)
+        print(f"campaign: {args.cases} queued cases, {args.answered} answered, {args.annotators} annotators (built in {time.perf_counter() - t0:.1f} s)")
+        server = serve(cfg, layout, args.port)
+        conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=120)
+        name, secret = next(iter(secrets.items()))
+        _, body = call(conn, "POST", "/auth/token", body=f"username={name}&password={secret}&grant_type=password".encode(), ctype="application/x-www-form-urlencoded")
+        token = json.loads(body)["access_token"]
+        base, base95, _ = timed(conn, args.repeat * 4, "GET", "/auth/")
+        rows = [("GET /auth/ (baseline)", base, base95, "")]
+        first_t0 = time.perf_counter()
+        _, first = call(conn, "POST", "/activelearning/alqa_priority", token, b'{"client_id": "user-xyz"}')
+        first_s = time.perf_counter() - first_t0
+        for label, args_ in [
+            ("GET /auth/token/valid", ("GET", "/auth/token/valid", token)),
+            ("GET /info/", ("GET", "/info/", token)),
+            ("POST /activelearning/alqa_priority", ("POST", "/activelearning/alqa_priority", token, b'{"client_id": "user-xyz"}')),
+            ("GET /train/?check_if_running=true", None),
+            ("GET /datastore/?output=all", ("GET", "/datastore/?output=all", token)),
+        ]:
+            if args_ is None:
+                continue
+            repeat = max(5, args.repeat // 5) if "output=all" in label else args.repeat
+            med, p95, data = timed(conn, repeat, *args_)
+            rows.append((label, med, p95, f"{len(data) / 1024:.0f} KiB" if len(data) > 4096 else ""))
+        # cold: something changed (here an inbox entry for a case far down the queue), so the worklist is re-read
+        cold = []
+        queue = Catalog(layout.catalog).read("queue").sort_values("position")
+        for k in range(5):
+            row = queue.iloc[-1 - k]
+            write_submission(layout.inbox, row.case_id, "dr_elsewhere", None, "confirmed", package=row.package_id)
+            time.sleep(0.6)  # past the fingerprint's settle window (a change within it is re-read anyway)
+            t1 = time.perf_counter()
+            assert call(conn, "POST", "/activelearning/alqa_priority", token, b"{}")[0] == 200
+            cold.append(time.perf_counter() - t1)
+        rows.append(("POST /activelearning after a change", statistics.median(cold), max(cold), "(worklist re-read)"))
+        # each annotator's first "Next sample": a different case each (leases), its image checksummed once
+        spread = []
+        for other, sec in list(secrets.items())[1:]:
+            _, b = call(conn, "POST", "/auth/token", body=f"username={other}&password={sec}&grant_type=password".encode(), ctype="application/x-www-form-urlencoded")
+            t = json.loads(b)["access_token"]
+            t1 = time.perf_counter()
+            _, b = call(conn, "POST", "/activelearning/alqa_priority", t, b"{}")
+            spread.append((time.perf_counter() - t1, json.loads(b)["case_id"]))
+        server.should_exit = True
+        core = []
+        for _ in range(max(5, args.repeat // 5)):
+            t1 = time.perf_counter()
+            work = read_worklist(Catalog(layout.catalog), layout.inbox)
+            core.append(time.perf_counter() - t1)
+    print(f"\nfirst POST /activelearning (cold: catalog read + image sha256): {first_s * 1000:.1f} ms -> {json.loads(first)['case_id']}")
+    print(f"\n{'route':<40} {'median ms':>10} {'p95/max':>8} {'x baseline':>11}  size")
+    for label, med, p95, size in rows:
+        print(f"{label:<40} {med * 1000:10.2f} {p95 * 1000:8.2f} {med / base:11.1f}  {size}")
+    med_core = statistics.median(core)
+    print(f"{'read_worklist() alone (core, in process)':<40} {med_core * 1000:10.2f} {'':>8} {med_core / base:11.1f}  {len(work.items)} items")
+    cases = [c for _, c in spread]
+    print(f"\n{len(spread)} more annotators' first Next sample: median {statistics.median([s for s, _ in spread]) * 1000:.1f} ms, "
+          f"{len(set(cases))} distinct cases (leases spread them): {cases[0]} .. {cases[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
