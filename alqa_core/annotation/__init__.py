@@ -15,9 +15,7 @@
 - :mod:`.labelled`: every case's reassembled label, each round and after each answer;
 - :mod:`.effort`, :mod:`.effort_summary`: what each submission cost, and per round;
 - :mod:`.rounds`, :mod:`.status`: where the campaign stands, from the catalog alone;
-- :mod:`.worklist`: an annotator's view of the round's queue and the next case (``alqa serve``);
-- :mod:`.annotators`: annotator credentials, salted hashes only (``alqa annotators``);
-- :mod:`.segments`: MONAI Label's label names and ``label_info`` mapped to organs by name.
+- :mod:`.worklist`, :mod:`.annotators`, :mod:`.segments`: what ``alqa serve`` hands out, who may answer, MONAI Label's label names.
 
 Nothing here imports torch or MONAI: sensors and ``alqa submit`` stay light.
 """
@@ -47,7 +45,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "status": ["CampaignStatus", "campaign_status"],
         "store": ["move_into_store", "quarantine_entry", "quarantine_folder", "store_accepted", "store_record", "stored_path"],
         "validation": ["Verdict", "apply_slice_revision", "check_revision", "slice_revision_problem", "validate_entry"],
-        "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"],
         "work_package": ["WorkPackage", "itksnap_label_description", "package_content_sha256", "read_work_package", "slicer_color_table", "slicer_seg_nrrd", "write_work_package"],
+        "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"],
     },
 )
