@@ -15,7 +15,9 @@
 - :mod:`.labelled`: every case's reassembled label, each round and after each answer;
 - :mod:`.effort`, :mod:`.effort_summary`: what each submission cost, and per round;
 - :mod:`.rounds`, :mod:`.status`: where the campaign stands, from the catalog alone;
-- :mod:`.worklist`, :mod:`.annotators`, :mod:`.segments`: what ``alqa serve`` hands out, who may answer, MONAI Label's label names.
+- :mod:`.worklist`: an annotator's view of the round's queue and the next case (``alqa serve``);
+- :mod:`.annotators`: annotator credentials, salted hashes only (``alqa annotators``);
+- :mod:`.segments`: MONAI Label's label names and ``label_info`` mapped to organs by name.
 
 Nothing here imports torch or MONAI: sensors and ``alqa submit`` stay light.
 """
