@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("annotators", help="per-annotator tokens for alqa serve: add NAME (prints the token once), revoke NAME, list")
-    s.add_argument("action", choices=["add", "revoke", "list"])
+    s.add_argument("action", choices=["add", "revoke", "list"], help="add a new annotator (prints the token once), revoke one, or list them")
     s.add_argument("name", nargs="?", help="the annotator's name ([A-Za-z0-9_-], as recorded with their submissions)")
     s.set_defaults(fn=cmd_annotators)
 
