@@ -3,6 +3,7 @@
 - :mod:`.segmentation`: Dice, NSD, HD95, MSD, RVE from one surface-distance pass (MONAI, torch);
 - :mod:`.statistics`: mean, sd, 5th/95th percentiles; paired t-test and Wilcoxon (scipy);
 - :mod:`.attention_eval`: component-level attention sensitivity and precision (003, Table 1);
+- :mod:`.overlap`: Dice of every organ at once from one confusion count (numpy, for scoring whole datasets);
 - :mod:`.report`: the round's evaluation report on held-out labels.
 """
 
@@ -14,6 +15,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
         "attention_eval": ["AttentionScore", "DEFAULT_MIN_ERROR_ML", "error_region", "evaluate_attention", "score_attention"],
+        "overlap": ["organ_dice"],
         "report": ["compare_rounds", "evaluate_round", "summary_frame"],
         "segmentation": ["DEFAULT_TOLERANCE_MM", "OrganMetrics", "SurfaceDistances", "evaluate_case", "mask_metrics", "surface_distances", "to_records"],
         "statistics": ["Description", "MetricSummary", "PairedTest", "SEGMENTATION_METRICS", "describe", "paired_tests", "summarize"],
