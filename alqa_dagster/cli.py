@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ def _simulate_error_model(args) -> int:
     out = Path(args.out)
     progress = Progress(0)
     run = run_evidence_simulation(out, config, catalog=Catalog(out / "catalog"), name=args.name, tune=args.tune, tuning_cases=args.tune_cases,
-                                  progress=progress, command="alqa " + " ".join(sys.argv[1:]))
+                                  progress=progress, command=shlex.join(["alqa", *args.argv]))
     progress.done(f"report: {run.report.report_md} (recall_at_depth.png, dataset_dice_vs_effort.png, CSVs); catalog table 'simulation'")
     print(run.report.report_md.read_text())
     return 0
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as typed, for reports
     try:
         return args.fn(args)
     except (AlqaInputError, FileExistsError, RuntimeError) as exc:

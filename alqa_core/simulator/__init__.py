@@ -28,6 +28,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "evidence_cases": ["CaseSource", "EvidenceCase", "attention_scores", "crop_in_plane", "error_masks", "ground_truth", "label_sources", "landed_events", "original_label", "phantom_sources", "prepare_case"],
         "evidence": ["DEPTHS", "EVIDENCE_STRATEGIES", "HEADLINE_DEPTH", "TUNED_ATTENTION", "TUNED_MEASURE", "EvidenceConfig", "EvidenceResult", "SeedResult", "prepare_cases", "recall_curve", "run_evidence", "run_seed", "run_strategy"],
         "evidence_report": ["EvidenceReportPaths", "attention_table", "dataset_paired_tests", "recall_summary", "rounds_summary", "write_evidence_report"],
-        "tuning": ["TUNING_SEEDS", "TuningGrid", "tune_attention"],
+        "tuning": ["TARGET_RECALL", "TUNING_SEEDS", "TuningGrid", "rank_settings", "tune_attention"],
     },
 )

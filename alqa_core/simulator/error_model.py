@@ -73,7 +73,7 @@ class ErrorModelConfig:
     failure_errors: tuple[int, int] = (1, 2)
     #: mode -> weight of a major error's mode
     failure_modes: tuple[tuple[str, float], ...] = (
-        ("missed", 0.25), ("confusion", 0.2), ("truncation", 0.2), ("hole", 0.15), ("fp_blob", 0.2),
+        ("missed", 0.3), ("confusion", 0.25), ("truncation", 0.25), ("fp_blob", 0.2),
     )
     #: share of events every member makes, confidently (invisible to attention: the detection floor)
     shared_share: float = 0.1
@@ -197,7 +197,7 @@ def _draw_event(mode, major, masks, focus, spacing, rng, config):
     """(mode, organ, result) of one planned event, or None; a major event that cannot apply tries other modes."""
     modes = [mode] + ([m for m, w in config.failure_modes if m != mode and w > 0] if major else [])
     for name in modes:
-        organs = applicable_organs(name, masks, major)
+        organs = applicable_organs(name, masks, major, spacing)
         if major and any(o in focus for o in organs):
             organs = tuple(o for o in organs if o in focus)
         for organ in rng.permutation(np.asarray(organs, dtype=object)) if organs else ():

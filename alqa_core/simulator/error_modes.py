@@ -9,20 +9,25 @@ millimetres, so a mode means the same at any spacing, and every region keeps
 at least one voxel.
 
 Modes (issue 15; 003 §3.1's error catalogue: under-/over-segmentation,
-organ confusions, missing organs):
+organ confusions, missing organs). A *major* error is sized to be a failure
+in 000's sense (QA grade 2): it leaves an organ with Dice < 0.5.
 
 - ``boundary_shift``: a patch of the surface (a ball of radius
   :data:`SHIFT_PATCH_MM` around a surface voxel) grown or shrunk by 1-2 voxels;
 - ``hole``: a ball inside the organ left out (minor: 15-30% of the organ's
-  equivalent radius; major: 45-70%);
+  equivalent radius; major: 45-70%, which is not a failure by itself and is
+  not among the default failure modes);
 - ``truncation``: the organ's superior or inferior end cut off (minor: 5-15%
-  of its slices; major: 30-60%);
+  of its slices; major: 65-90%);
 - ``fp_blob``: a blob of the organ predicted inside a neighbouring organ (the
-  one it touches most), which loses those voxels (minor radius 4-8 mm,
-  major 12-20 mm);
-- ``confusion``: left/right kidney (major: the whole kidney takes the other
-  side's label), or spleen/liver where they touch (the organ's part within
-  6-12 mm, major 20-40 mm, of the other takes the other's label);
+  one it touches most), which loses those voxels (minor: a ball of radius
+  4-8 mm; major: the host's voxels nearest a point, 2-3 times the organ's
+  volume, within 40 mm, for organs of at most :data:`MAJOR_BLOB_MAX_ML`: a
+  small organ predicted where it is not, as a gallbladder in the liver);
+- ``confusion``: left/right kidney (major only: the whole kidney takes the
+  other side's label), or spleen/liver where they touch (minor: the organ's
+  part within 6-12 mm of the other takes the other's label; major: 70-95% of
+  the spleen, nearest the liver first, labelled liver);
 - ``missed``: the whole organ absent (major only).
 """
 
@@ -45,6 +50,8 @@ KIDNEYS = ("kidney_right", "kidney_left")
 SPLEEN_LIVER = ("spleen", "liver")
 #: neighbours are organs within this distance (mm) of the organ's surface
 NEIGHBOUR_MM = 8.0
+#: a major blob is 2-3 times its organ's volume: only organs this small (mL) get one
+MAJOR_BLOB_MAX_ML = 60.0
 
 Masks = Mapping[str, np.ndarray]
 
@@ -90,6 +97,10 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 def _distance_mm(mask: np.ndarray, spacing) -> np.ndarray:
     """Distance (mm) of every voxel to the nearest voxel of ``mask`` (non-empty)."""
     return ndimage.distance_transform_edt(~mask, sampling=spacing)
+
+
+def _volume_ml(mask: np.ndarray, spacing) -> float:
+    return float(mask.sum()) * float(np.prod(spacing)) / 1000.0
 
 
 def equivalent_radius_mm(mask: np.ndarray, spacing) -> float:
@@ -151,7 +162,7 @@ def truncation(organ, masks: Masks, spacing, rng, major: bool) -> ModeResult | N
     ks = np.flatnonzero(mask.any(axis=(0, 1)))
     if ks.size < 2:
         return None
-    frac = rng.uniform(0.3, 0.6) if major else rng.uniform(0.05, 0.15)
+    frac = rng.uniform(0.65, 0.9) if major else rng.uniform(0.05, 0.15)
     n_cut = max(1, int(round(frac * ks.size)))
     region = np.zeros_like(mask)
     if rng.random() < 0.5:
@@ -164,12 +175,20 @@ def truncation(organ, masks: Masks, spacing, rng, major: bool) -> ModeResult | N
 def fp_blob(organ, masks: Masks, spacing, rng, major: bool) -> ModeResult | None:
     """A blob of ``organ`` inside its neighbour (near their contact), which loses it."""
     other = neighbour_of(organ, masks, spacing)
-    if not other:
+    if not other or (major and _volume_ml(masks[organ], spacing) > MAJOR_BLOB_MAX_ML):
         return None
     near = masks[other] & (_distance_mm(masks[organ], spacing) <= 2.0 * NEIGHBOUR_MM)
     host = near if near.any() else masks[other]
-    radius = rng.uniform(12.0, 20.0) if major else rng.uniform(4.0, 8.0)
-    region = _ball(host.shape, _random_voxel(host, rng), radius, spacing) & masks[other]
+    centre = _random_voxel(host, rng)
+    if major:  # the host's voxels nearest the centre, 2-3 times the organ's volume (at most 40 mm away): its Dice falls below 0.5
+        ball = _ball(host.shape, centre, 40.0, spacing) & masks[other]
+        idx = np.flatnonzero(ball)
+        offset = (np.stack(np.unravel_index(idx, host.shape), axis=1) - np.asarray(centre)) * np.asarray(spacing)
+        n = int(round(rng.uniform(2.0, 3.0) * masks[organ].sum()))
+        region = np.zeros_like(host)
+        region.ravel()[idx[np.argsort(np.einsum("ij,ij->i", offset, offset), kind="stable")[:n]]] = True
+    else:
+        region = _ball(host.shape, centre, rng.uniform(4.0, 8.0), spacing) & masks[other]
     return ModeResult((Change(organ, region, True), Change(other, region, False)), other)
 
 
@@ -185,9 +204,15 @@ def confusion(organ, masks: Masks, spacing, rng, major: bool) -> ModeResult | No
             if not major:
                 return None
             region = masks[organ]
+        elif major:
+            if organ != "spleen":  # the liver's part labelled spleen leaves the liver's Dice high: not a failure
+                return None
+            dist = _distance_mm(masks[other], spacing)
+            reach = float(np.quantile(dist[masks[organ]], rng.uniform(0.7, 0.95)))
+            region = masks[organ] & (dist <= reach)
         else:
             dist = _distance_mm(masks[other], spacing)
-            reach = float(dist[masks[organ]].min()) + (rng.uniform(20.0, 40.0) if major else rng.uniform(6.0, 12.0))
+            reach = float(dist[masks[organ]].min()) + rng.uniform(6.0, 12.0)
             region = masks[organ] & (dist <= reach)
         return ModeResult((Change(organ, region, False), Change(other, region, True)), other)
     return None
@@ -211,21 +236,24 @@ MODE_FUNCTIONS: Mapping[str, Callable[..., ModeResult | None]] = {
 }
 
 
-def applicable_organs(mode: str, masks: Masks, major: bool) -> tuple[str, ...]:
-    """Organs ``mode`` can hit in this case (present; in a confusion pair with both present)."""
+def applicable_organs(mode: str, masks: Masks, major: bool, spacing=(1.0, 1.0, 1.0)) -> tuple[str, ...]:
+    """Organs ``mode`` can hit in this case (present; in a confusion pair with both present; small enough for a major blob)."""
     present = tuple(o for o, m in masks.items() if m.any())
+    if mode == "fp_blob":  # needs a neighbour to host the blob
+        small = (lambda o: _volume_ml(masks[o], spacing) <= MAJOR_BLOB_MAX_ML) if major else (lambda o: True)
+        return tuple(o for o in present if small(o)) if len(present) >= 2 else ()
     if mode == "confusion":
         pairs = ((KIDNEYS,) if major else ()) + (SPLEEN_LIVER,)
-        return tuple(o for o in present for p in pairs if o in p and all(masks[x].any() for x in p))
+        hits = tuple(o for o in present for p in pairs if o in p and all(masks[x].any() for x in p))
+        return tuple(o for o in hits if not (major and o == "liver"))
     if mode == "missed" and not major:
-        return ()
-    if mode == "fp_blob" and len(present) < 2:
         return ()
     return present
 
 
 __all__ = [
     "KIDNEYS",
+    "MAJOR_BLOB_MAX_ML",
     "MINOR_MODES",
     "MODES",
     "MODE_FUNCTIONS",

@@ -192,10 +192,14 @@ def attention_scores(result, errors: dict, voxel_ml: float, min_error_ml: float)
         att = result.region(organ)
         every = score_attention(att, err, voxel_ml, min_error_ml, organ=organ)
         seen = score_attention(att, seen_err, voxel_ml, min_error_ml, organ=organ) if seen_err is not err else every
+        overlap, n_att, n_err = int(np.count_nonzero(att & err)), int(np.count_nonzero(att)), int(np.count_nonzero(err))
         rows.append({
             "organ": organ, "sensitivity": every.sensitivity, "sensitivity_detectable": seen.sensitivity, "precision": every.precision,
             "error_components": every.error_components, "detectable_components": seen.error_components,
             "attention_components": every.attention_components,
+            # voxel level, for contrast: how much of the error attention covers, and how much of attention is on an error
+            "voxel_sensitivity": overlap / n_err if n_err else float("nan"),
+            "voxel_precision": overlap / n_att if n_att else float("nan"),
         })
     return rows
 

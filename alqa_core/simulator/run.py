@@ -178,7 +178,8 @@ def run_evidence_simulation(
         tuning = tune_attention(replace(config, n_cases=tuning_cases or config.n_cases), notify=progress)
         best = tuning.iloc[0]
         attention = replace(config.attention, cleaning_radius_mm=float(best.cleaning_radius_mm), uncertainty_threshold=float(best.uncertainty_threshold),
-                            inconsistency_threshold=float(best.inconsistency_threshold), min_component_ml=float(best.min_component_ml))
+                            inconsistency_threshold=float(best.inconsistency_threshold), min_component_ml=float(best.min_component_ml),
+                            cleaning_restore=bool(best.cleaning_restore))
         config = replace(config, attention=attention, measure=str(best.measure))
     result = run_evidence(config, notify=progress)
     paths = write_evidence_report(result, out / "report", catalog=catalog, partition=name, tuning=tuning, command=command)

@@ -75,7 +75,7 @@ def test_hole_removes_a_ball_inside_the_organ(masks, major, low, high):
         assert ndimage.label(change.region)[1] == 1
 
 
-@pytest.mark.parametrize("major, low, high", [(False, 0.05, 0.15), (True, 0.3, 0.6)])
+@pytest.mark.parametrize("major, low, high", [(False, 0.05, 0.15), (True, 0.65, 0.9)])
 def test_truncation_cuts_one_end_of_the_organ(masks, major, low, high):
     rng = np.random.default_rng(2)
     spleen = masks["spleen"]
@@ -116,6 +116,31 @@ def test_confusions_swap_kidneys_whole_and_spleen_liver_where_they_touch(masks):
     assert dist_mm[lost.region].max() <= dist_mm[masks["spleen"]].min() + 12.0 + 1e-6
     assert lost.region.sum() < masks["spleen"].sum()  # only where they touch
     assert modes.confusion("pancreas", masks, SPACING, rng, major=True) is None
+
+
+@pytest.mark.parametrize("mode, organ", [("missed", "pancreas"), ("confusion", "kidney_right"), ("confusion", "spleen"),
+                                         ("truncation", "liver"), ("truncation", "spleen"), ("fp_blob", "gallbladder")])
+def test_a_major_error_is_a_failure_an_organ_below_dice_half(masks, mode, organ):
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        result = modes.MODE_FUNCTIONS[mode](organ, masks, SPACING, rng, major=True)
+        predicted = {o: m.copy() for o, m in masks.items()}
+        for change in result.changes:
+            predicted[change.organ][change.region] = change.value
+        dice = {o: 2 * (predicted[o] & masks[o]).sum() / max(predicted[o].sum() + masks[o].sum(), 1) for o in masks if masks[o].any()}
+        assert min(dice.values()) < 0.5, dice
+        minor = modes.MODE_FUNCTIONS[mode](organ, masks, SPACING, rng, major=False)
+        if minor is not None:  # a minor error of the same mode is not
+            predicted = {o: m.copy() for o, m in masks.items()}
+            for change in minor.changes:
+                predicted[change.organ][change.region] = change.value
+            assert min(2 * (predicted[o] & masks[o]).sum() / (predicted[o].sum() + masks[o].sum()) for o in masks if masks[o].any()) > 0.5
+
+
+def test_a_major_blob_comes_only_from_a_small_organ(masks):
+    assert modes.fp_blob("pancreas", masks, SPACING, np.random.default_rng(0), major=True) is None
+    assert "pancreas" not in modes.applicable_organs("fp_blob", masks, True, SPACING)
+    assert "gallbladder" in modes.applicable_organs("fp_blob", masks, True, SPACING)
 
 
 def test_missed_removes_the_whole_organ_and_only_as_a_failure(masks):
