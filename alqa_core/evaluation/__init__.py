@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
         "attention_eval": ["AttentionScore", "DEFAULT_MIN_ERROR_ML", "error_region", "evaluate_attention", "score_attention"],
+        "overlap": ["organ_dice"],
         "report": ["compare_rounds", "evaluate_round", "summary_frame"],
         "segmentation": ["DEFAULT_TOLERANCE_MM", "OrganMetrics", "SurfaceDistances", "evaluate_case", "mask_metrics", "surface_distances", "to_records"],
         "statistics": ["Description", "MetricSummary", "PairedTest", "SEGMENTATION_METRICS", "describe", "paired_tests", "summarize"],

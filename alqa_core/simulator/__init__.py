@@ -13,9 +13,16 @@ import lazy_loader as lazy
 __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
+        "error_model": ["ErrorEvent", "ErrorModelCase", "ErrorModelConfig", "failure_cases", "make_members", "signed_distance_mm", "soft_channel"],
+        "error_modes": ["Change", "KIDNEYS", "MAJOR_BLOB_MAX_ML", "MINOR_MODES", "MODES", "MODE_FUNCTIONS", "ModeResult", "SHIFT_PATCH_MM", "SPLEEN_LIVER", "applicable_organs", "equivalent_radius_mm", "neighbour_of"],
+        "evidence": ["DEPTHS", "EVIDENCE_STRATEGIES", "EvidenceConfig", "EvidenceResult", "HEADLINE_DEPTH", "SeedResult", "TUNED_ATTENTION", "TUNED_MEASURE", "prepare_cases", "recall_curve", "run_evidence", "run_seed", "run_strategy"],
+        "evidence_cases": ["CROP_MARGIN_VOX", "CaseSource", "EvidenceCase", "attention_scores", "crop_in_plane", "error_masks", "ground_truth", "label_sources", "landed_events", "original_label", "phantom_sources", "prepare_case"],
+        "evidence_report": ["EvidenceReportPaths", "attention_table", "dataset_paired_tests", "recall_summary", "rounds_summary", "write_evidence_report"],
         "loop": ["ROUND_COLUMNS", "SimulationConfig", "SimulationProgress", "SimulationResult", "VOLUME_QUEUES", "simulate"],
-        "oracle": ["FAILURE_DICE", "USABLE_DICE", "answer_slices", "answer_volume", "grade_from_dice", "ground_truth_path", "hard_case_share", "oracle_grade", "present_organs", "read_manifest"],
+        "oracle": ["FAILURE_DICE", "USABLE_DICE", "answer_slices", "answer_volume", "grade_from_dice", "ground_truth_path", "hard_case_share", "oracle_grade", "present_organs", "read_manifest", "worst_organ_grade"],
         "report": ["PAIRED_COLUMNS", "ReportPaths", "compare_strategies", "write_report"],
-        "run": ["DEFAULT_STRATEGIES", "OWNER_MARKER", "SimulationRun", "phantom_root_of", "run_simulation", "simulation_config"],
+        "run": ["DEFAULT_STRATEGIES", "EvidenceRun", "OWNER_MARKER", "SimulationRun", "evidence_config", "phantom_root_of", "run_evidence_simulation", "run_simulation", "simulation_config"],
+        "steps": ["ORACLE_EPOCH", "VOLUME_QUEUES", "attention", "oracle_revision", "priority", "reassembled", "slice_selection", "volume_queue"],
+        "tuning": ["TARGET_RECALL", "TUNING_SEEDS", "TuningGrid", "rank_settings", "tune_attention"],
     },
 )

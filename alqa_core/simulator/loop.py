@@ -12,10 +12,13 @@ Choices (documented, each a deliberate simplification):
   for their training seed (attention needs >= 2 members: Eq. 1's std across
   members is 0 for one). The test prediction is the ensemble pseudo label
   (argmax of the mean, :func:`alqa_core.ensemble.case_pseudo_label`).
-- **Strategies**: ``attention`` ranks pool cases by attention size
-  (:func:`alqa_core.annotation.priority.rank_cases`) and queues whole volumes;
-  ``outliers`` puts oracle-graded failures first (:func:`alqa_core.qa.outlier_queue`,
-  grade from ground-truth Dice), then the attention ranking, whole volumes;
+- **Strategies**, all through the platform's own functions
+  (:mod:`alqa_core.simulator.steps`, which the error-model simulator shares):
+  ``attention`` is the priority list's queue (``priority_from_attention`` over
+  the round's ``attention_organ`` rows, then ``queue_for_round``), whole
+  volumes while they fit the round's effort; ``outliers`` is
+  ``queue_for_round`` with ``budget.strategy: outliers``: oracle-graded
+  failures first (grade from ground-truth Dice), then the attention ranking;
   the oracle's grading of every pool case each round is free (a grader's
   minutes per montage are not charged to the effort budget), which favours
   ``outliers``;
@@ -48,8 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.outliers import outlier_queue
-from alqa_core.annotation.priority import CaseAttentionSummary, rank_cases
+from alqa_core.annotation.priority import DEFAULT_MEASURE
 from alqa_core.attention.case import case_attention
 from alqa_core.config.models import ModelSpec
 from alqa_core.config.sections import AttentionConfig, InferenceConfig, PreprocessConfig, TrainConfig
@@ -65,9 +67,10 @@ from alqa_core.ingest.cases import ingest_label, ingest_scan, preprocess_scan
 from alqa_core.ingest.dataset import read_datasets
 from alqa_core.io.nifti import read_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
+from alqa_core.simulator import steps
 from alqa_core.simulator.oracle import answer_slices, answer_volume, ground_truth_path, hard_case_share, oracle_grade, present_organs, read_manifest
 from alqa_core.strategies.effort_model import EffortModel
-from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection, select
+from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection
 from alqa_core.strategies.uncertainty import case_uncertainty
 from alqa_core.training.cases import TrainingCase
 from alqa_core.training.data import load_training_case
@@ -75,7 +78,7 @@ from alqa_core.training.trainer import train
 from alqa_core.training.training_set import TrainingSource
 from alqa_core.workspace import WorkspaceLayout
 
-VOLUME_QUEUES = ("attention", "outliers")
+VOLUME_QUEUES = steps.VOLUME_QUEUES
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class SimulationConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(patch_size_vox=(32, 32, 32), max_epochs=3, iterations_per_epoch=4))
     inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(roi_size_vox=(64, 64, 64), sw_batch_size=2))
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    #: attention size measure of the priority list (:data:`alqa_core.annotation.priority.MEASURES`)
+    measure: str = DEFAULT_MEASURE
     effort_model: EffortModel = field(default_factory=EffortModel)
     #: preprocessing spacing; None = the campaign's own spacing (read from the first scan)
     spacing_mm: tuple[float, float, float] | None = None
@@ -220,38 +225,25 @@ def _evaluate_test(layout, test_ids, checkpoints, config, table, campaign_root, 
     return rows
 
 
-def _fill_volumes(name: str, order: Sequence[str], extent: dict[str, range], budget: float, model: EffortModel) -> Selection:
-    """Whole volumes in ``order`` while each still fits (as the volume strategies of :mod:`alqa_core.strategies` fill; theirs is private)."""
-    items, spent = [], 0.0
-    for cid in order:
-        cost = model.case_cost(len(extent[cid]))
-        if spent + cost <= budget + 1e-9:
-            items.append(SliceSelection(cid, tuple(extent[cid])))
-            spent += cost
-    return Selection(name, tuple(items), spent)
-
-
 def _attention_round(strategy, layout, pool, cases, checkpoints, config, table, campaign_root, round_index, extent, budget):
-    """Attention/outlier queue over the pool; returns the selection and (sensitivity, precision)."""
+    """Attention/outlier queue over the pool (the platform's priority list and queue); returns the selection and (sensitivity, precision)."""
     predict_cases(layout, pool, sorted(checkpoints.items()), {}, config.inference, table, round_index)
-    summaries, scores, grades = [], [], []
+    rows, scores, grades = [], [], []
     for cid in pool:
         result = case_attention(layout, cid, cases[cid].dataset, cases[cid].annotated_organs, config.attention, table, round_index)
-        summaries.append(CaseAttentionSummary.from_size(result.size))
+        rows += list(result.size.to_records(round_index).attention_organ)
         gt = read_label(ground_truth_path(campaign_root, cid))
         pseudo = read_case_pseudo_label(layout, cid, round_index)
         maps = {o: result.organ_heatmap(o) for o in result.organs}
         scores += [s for s in evaluate_attention(maps, pseudo, gt, table, case_id=cid)]
         if strategy == "outliers":
             grades.append({"case_id": cid, "round": round_index, "grade": oracle_grade(pseudo, gt, table, cid),
-                           "graded_at": "2000-01-01T00:00:00+00:00", "grader": "oracle"})
-    priority = rank_cases(summaries)
-    if strategy == "outliers":
-        order = list(outlier_queue(priority, pd.DataFrame(grades), budget=len(pool)).case_ids)
-        order += [c for c in priority.case_ids if c not in order]
-    else:
-        order = list(priority.case_ids)
-    selection = _fill_volumes(strategy, order, extent, budget, config.effort_model)
+                           "graded_at": steps.ORACLE_EPOCH.isoformat(), "grader": "oracle"})
+    frame = pd.DataFrame([{"case_id": c, "dataset": cases[c].dataset} for c in pool])
+    priority = steps.priority(pd.DataFrame(rows), frame, config.measure)
+    cost = {c: config.effort_model.case_cost(len(extent[c])) for c in pool}
+    queue = steps.volume_queue(strategy, priority, budget, cost, grades=pd.DataFrame(grades) if grades else None)
+    selection = Selection(strategy, tuple(SliceSelection(c, tuple(extent[c])) for c in queue.case_ids), float(sum(cost[c] for c in queue.case_ids)))
     sens = float(np.nanmean([s.sensitivity for s in scores])) if any(np.isfinite(s.sensitivity) for s in scores) else float("nan")
     prec = float(np.nanmean([s.precision for s in scores])) if any(np.isfinite(s.precision) for s in scores) else float("nan")
     return selection, (sens, prec)
@@ -275,7 +267,7 @@ def _uncertainty_round(strategy, layout, pool, answered_slices, checkpoints, con
         mean = np.mean([predict_probabilities(n, image, config.inference) for n in nets], axis=0)[..., k0:k1]
         done = tuple(sorted(k - k0 for k in answered_slices.get(cid, ())))
         pool_u.append(case_uncertainty(cid, binary_entropy(mean), mean, annotated_slices=done))
-    chosen = select(strategy, pool_u, budget, seed=config.seed * 100 + round_index, exclude_cases=exclude, effort_model=config.effort_model)
+    chosen = steps.slice_selection(strategy, pool_u, budget, seed=config.seed * 100 + round_index, exclude_cases=exclude, effort_model=config.effort_model)
     items = tuple(SliceSelection(i.case_id, tuple(k + extent[i.case_id].start for k in i.slices)) for i in chosen.items)
     return Selection(chosen.strategy, items, chosen.effort_slices)
 

@@ -9,13 +9,16 @@ scoring read it.
   (:func:`alqa_core.strategies.partial_training_case`: voxels elsewhere get no gradient);
 - a **QA grade** (0 success, 1 usable, 2 failure) is derived from the mean
   Dice of a prediction against the ground truth: 2 if < 0.5, 1 if < 0.8, else 0.
+  :func:`worst_organ_grade` grades by the worst organ instead (the
+  error-model campaign's oracle): a montage with a kidney missing is a
+  failure whatever the liver's Dice, as 000 grades one organ per prediction.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,6 +58,11 @@ def grade_from_dice(mean_dice: float) -> int:
     if not np.isfinite(mean_dice) or mean_dice < FAILURE_DICE:
         return 2
     return 1 if mean_dice < USABLE_DICE else 0
+
+
+def worst_organ_grade(dice: Mapping[str, float]) -> int:
+    """QA grade from the worst organ's Dice (0, a success, when no organ is graded)."""
+    return grade_from_dice(min(dice.values())) if dice else 0
 
 
 def present_organs(gt: LabelMap, table: OrganTable) -> tuple[str, ...]:
@@ -107,4 +115,5 @@ __all__ = [
     "oracle_grade",
     "present_organs",
     "read_manifest",
+    "worst_organ_grade",
 ]

@@ -5,21 +5,30 @@
 - :func:`phantom_root_of` finds the phantom campaign (with its hidden ground
   truth) behind a campaign's datasets;
 - :func:`run_simulation` runs :func:`simulate` in an output folder it owns and
-  writes the report there and to the catalog.
+  writes the report there and to the catalog;
+- :func:`evidence_config` and :func:`run_evidence_simulation` do the same for
+  error-model members (:mod:`.evidence`: no training; optionally tuning the
+  attention settings on seeds 100-104 first).
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
+
+import pandas as pd
 
 from alqa_core.catalog import Catalog
 from alqa_core.config.sections import InferenceConfig, TrainConfig
 from alqa_core.errors import AlqaInputError
+from alqa_core.simulator.error_model import ErrorModelConfig
+from alqa_core.simulator.evidence import EVIDENCE_STRATEGIES, EvidenceConfig, EvidenceResult, run_evidence
+from alqa_core.simulator.evidence_report import EvidenceReportPaths, write_evidence_report
 from alqa_core.simulator.loop import SimulationConfig, SimulationProgress, SimulationResult, simulate
 from alqa_core.simulator.report import ReportPaths, write_report
+from alqa_core.simulator.tuning import tune_attention
 
 #: the strategies the issue compares at equal effort
 DEFAULT_STRATEGIES = ("attention", "uss", "outliers", "fg_random")
@@ -41,6 +50,7 @@ def simulation_config(
     *,
     architectures: Sequence[str] = ("unet",),
     members_per_arch: int = 2,
+    model_size: str = "tiny",
     max_epochs: int = 8,
     finetune_max_epochs: int | None = 4,
     iterations_per_epoch: int = 12,
@@ -69,6 +79,7 @@ def simulation_config(
         rounds=rounds,
         budget_per_round=budget_per_round,
         architectures=tuple(architectures),
+        model_size=model_size,
         members_per_arch=members_per_arch,
         train=train,
         inference=InferenceConfig(roi_size_vox=(window,) * 3, sw_batch_size=1, device=device),
@@ -116,4 +127,73 @@ def run_simulation(
     return SimulationRun(result, paths, out)
 
 
-__all__ = ["DEFAULT_STRATEGIES", "OWNER_MARKER", "SimulationRun", "phantom_root_of", "run_simulation", "simulation_config"]
+@dataclass(frozen=True)
+class EvidenceRun:
+    result: EvidenceResult
+    report: EvidenceReportPaths
+    out_dir: Path
+    #: the tuning table (seeds 100-104), when this run tuned first
+    tuning: pd.DataFrame | None = None
+
+
+def evidence_config(
+    *,
+    n_cases: int = 1000,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    rounds: int = 3,
+    strategies: Sequence[str] = EVIDENCE_STRATEGIES,
+    budget_per_round: float | None = None,
+    spacing_mm: float = 4.0,
+    n_members: int = 3,
+    failure_share: float = 0.05,
+    shared_share: float = 0.1,
+    label_paths: Sequence[str | Path] = (),
+    class_map: str = "total",
+    workers: int = 2,
+) -> EvidenceConfig:
+    """An :class:`EvidenceConfig` from the few knobs a user sets (the attention settings are the tuned ones)."""
+    em = ErrorModelConfig(n_members=n_members, failure_share=failure_share, shared_share=shared_share)
+    return EvidenceConfig(
+        n_cases=n_cases, seeds=tuple(seeds), rounds=rounds, strategies=tuple(strategies), budget_per_round=budget_per_round,
+        spacing_mm=spacing_mm, error_model=em, label_paths=tuple(str(p) for p in label_paths), class_map=class_map, workers=workers,
+    )
+
+
+def run_evidence_simulation(
+    out_dir: str | Path,
+    config: EvidenceConfig,
+    *,
+    catalog: Catalog | None = None,
+    name: str = "simulation",
+    tune: bool = False,
+    tuning_cases: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    command: str = "",
+) -> EvidenceRun:
+    """Error-model members: optionally tune on seeds 100-104, run ``config``'s seeds, write ``out_dir/report`` and the catalog rows."""
+    out = Path(out_dir).resolve()
+    _claim(out)
+    tuning = None
+    if tune:
+        tuning = tune_attention(replace(config, n_cases=tuning_cases or config.n_cases), notify=progress)
+        best = tuning.iloc[0]
+        attention = replace(config.attention, cleaning_radius_mm=float(best.cleaning_radius_mm), uncertainty_threshold=float(best.uncertainty_threshold),
+                            inconsistency_threshold=float(best.inconsistency_threshold), min_component_ml=float(best.min_component_ml),
+                            cleaning_restore=bool(best.cleaning_restore))
+        config = replace(config, attention=attention, measure=str(best.measure))
+    result = run_evidence(config, notify=progress)
+    paths = write_evidence_report(result, out / "report", catalog=catalog, partition=name, tuning=tuning, command=command)
+    return EvidenceRun(result, paths, out, tuning)
+
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "OWNER_MARKER",
+    "EvidenceRun",
+    "SimulationRun",
+    "evidence_config",
+    "phantom_root_of",
+    "run_evidence_simulation",
+    "run_simulation",
+    "simulation_config",
+]

@@ -15,7 +15,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     submod_attrs={
         "effort_model": ["BUDGET_EPS", "BudgetFiller", "DEFAULT_EFFORT_MODEL", "EffortModel", "case_effort", "volume_effort"],
         "partial": ["annotated_voxels_for_slices", "partial_training_case", "selection_training_cases"],
-        "selection": ["NNACTIVE_FOREGROUND_SHARE", "STRATEGIES", "Selection", "SliceSelection", "StrategyFn", "effort", "foreground_random_sampling", "random_slice_sampling", "random_volume_sampling", "select", "uncertainty_slice_sampling", "uncertainty_volume_sampling"],
+        "selection": ["NNACTIVE_FOREGROUND_SHARE", "STRATEGIES", "Selection", "SliceSelection", "StrategyFn", "effort", "foreground_random_sampling", "random_slice_sampling", "random_volume_sampling", "select", "uncertainty_slice_sampling", "uncertainty_volume_sampling", "uss_order"],
         "uncertainty": ["CaseUncertainty", "MIN_PEAK_DISTANCE_SLICES", "REDUCTIONS", "VOLUME_DILATION_VOX", "candidate_slices", "case_uncertainty", "dilated_foreground", "slice_uncertainty", "volume_uncertainty"],
     },
 )

@@ -18,7 +18,18 @@ every random choice comes from ``numpy.random.default_rng(seed)``.
   :func:`~alqa_core.strategies.uncertainty.candidate_slices`), ranked across
   the whole pool by their uncertainty, highest first (ties: case_id, slice).
   A candidate that is annotated already or closer than ``min_distance`` to an
-  annotated slice is dropped, so new slices are never neighbours of old ones.
+  annotated slice is not a peak. Once the pool's peaks are spent and budget
+  is left, USS goes on down each curve (:func:`uss_order`): the next most
+  uncertain open slices that keep ``min_distance`` from every slice picked or
+  annotated, then, in further passes, at half that distance, and so on down
+  to 1, each pass ranked across the pool. 004 adds a fixed N_S = Ñ/3 slices
+  per iteration, sized to the effort of the volume strategies, and ranks
+  them by uncertainty (its Fig. 4(d) shows "the lowest uncertainty among
+  selected ones"); the distance exists "to avoid selecting neighboring
+  slices". The peaks alone can run out (a pool of short, smooth curves has
+  few), which left most of a round's budget unspent; going on down the
+  ranking spends it, keeps the distance as long as possible, and leaves the
+  budget unspent only when no open slice is left.
 - **RSS** (random slice sampling): open slices of the pool in uniformly random order.
 - **UVS** (uncertainty volume sampling): whole volumes by volume uncertainty, highest first.
 - **RVS** (random volume sampling): whole volumes in uniformly random order.
@@ -231,20 +242,60 @@ def uncertainty_slice_sampling(
     effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
     min_distance: int = MIN_PEAK_DISTANCE_SLICES,
 ) -> Selection:
-    """USS: the pool's most uncertain slice candidates (deterministic; ``seed`` is unused)."""
+    """USS: the pool's most uncertain slice candidates, then the next-best spaced slices (deterministic; ``seed`` is unused)."""
     budget = _check_budget(budget)
     cases = _eligible(pool, exclude_cases)
-    ranked: list[tuple[float, str, int]] = []
+    ranked: list[tuple[int, float, str, int]] = []
     for case in cases:
         if case.slice_uncertainty is None:
             raise ValueError(f"case {case.case_id}: USS needs its slice_uncertainty curve")
-        done = np.asarray(case.annotated_slices, dtype=np.int64)
-        for s in candidate_slices(case.slice_uncertainty, min_distance):
-            if done.size and np.min(np.abs(done - s)) < min_distance:
-                continue
-            ranked.append((-float(case.slice_uncertainty[s]), case.case_id, s))
+        ranked += [(tier, -float(case.slice_uncertainty[s]), case.case_id, s) for tier, s in uss_order(case, min_distance)]
     ranked.sort()
-    return _fill_slices("uss", cases, ((c, s) for _, c, s in ranked), budget, effort_model)
+    return _fill_slices("uss", cases, ((c, s) for _, _, c, s in ranked), budget, effort_model)
+
+
+def _relaxed_distances(min_distance: int) -> list[int]:
+    """min_distance, then halved (rounded up) down to 1: 5 -> [5, 3, 2, 1]."""
+    out, d = [], max(int(min_distance), 1)
+    while True:
+        out.append(d)
+        if d == 1:
+            return out
+        d = (d + 1) // 2
+
+
+def uss_order(case: CaseUncertainty, min_distance: int = MIN_PEAK_DISTANCE_SLICES) -> list[tuple[int, int]]:
+    """Every open slice of ``case`` as ``(tier, slice)``: tier 0 the curve's peaks, then the fallback passes (module doc).
+
+    Tier 0: :func:`candidate_slices` at least ``min_distance`` from every
+    annotated slice. Tier i >= 1: the open slices left, most uncertain first
+    (ties: lower index), taken while they keep the i-th distance of
+    ``min_distance, ceil(min_distance / 2), ..., 1`` from every slice already
+    annotated or in an earlier tier or pick. The last pass (distance 1) takes
+    every open slice left.
+    """
+    curve = case.slice_uncertainty
+    n = case.n_slices
+    taken = np.zeros(n, dtype=bool)
+    taken[list(case.annotated_slices)] = True
+    out: list[tuple[int, int]] = []
+
+    def far(s: int, d: int) -> bool:
+        return not taken[max(s - d + 1, 0) : s + d].any()
+
+    for s in candidate_slices(curve, min_distance):
+        if far(s, min_distance):  # peaks keep their distance from annotated slices only (the peaks are spaced already)
+            out.append((0, s))
+    for s in (s for _, s in out):
+        taken[s] = True
+    order = np.lexsort((np.arange(n), -np.asarray(curve, dtype=np.float64)))
+    for tier, d in enumerate(_relaxed_distances(min_distance), start=1):
+        for s in order:
+            s = int(s)
+            if not taken[s] and far(s, d):
+                taken[s] = True
+                out.append((tier, s))
+    return out
 
 
 def random_slice_sampling(
@@ -380,6 +431,7 @@ def select(
 
 __all__ = [
     "effort",
+    "uss_order",
     "NNACTIVE_FOREGROUND_SHARE",
     "STRATEGIES",
     "Selection",

@@ -23,6 +23,13 @@ class SimulationSettings(dg.Config):
     iterations_per_epoch: int = 12
     patch_size_vox: int = 32
     seed: int = 0
+    #: "trained" (networks trained on the phantom campaign) or "error-model" (members made from ground truth, no training)
+    members: str = "trained"
+    #: error-model: cases per seed, seeds, processes making cases, effort per round (0: 5% of the pool labelled in full)
+    cases: int = 1000
+    seeds: list[int] = [0, 1, 2, 3, 4]
+    workers: int = 2
+    error_model_budget: float = 0.0
 
 
 @dg.asset(
@@ -40,6 +47,8 @@ def campaign_simulation(
     from alqa_core.simulator.run import phantom_root_of, run_simulation, simulation_config  # torch: only in the step that runs it
 
     cfg, layout = campaign.config(), workspace.layout()
+    if config.members == "error-model":
+        return _error_model_simulation(context, config, layout, catalog)
     root = config.campaign_root or phantom_root_of(d.path for d in cfg.datasets)
     settings = simulation_config(
         config.strategies, config.rounds, config.budget_per_round, members_per_arch=config.members_per_arch,
@@ -55,6 +64,25 @@ def campaign_simulation(
         "dice_vs_effort": png_markdown(run.report.dice_plot_png.read_bytes(), "Dice vs effort"),
         "rounds": table(rounds, max_rows=60),
         **numbers(final["dice"].to_dict(), prefix="final_dice_"),
+    })
+
+
+def _error_model_simulation(context, config: SimulationSettings, layout, catalog: CatalogResource) -> dg.MaterializeResult:
+    from alqa_core.simulator.evidence import HEADLINE_DEPTH
+    from alqa_core.simulator.run import evidence_config, run_evidence_simulation
+
+    settings = evidence_config(n_cases=config.cases, seeds=config.seeds, rounds=config.rounds, strategies=config.strategies,
+                               budget_per_round=config.error_model_budget or None, workers=config.workers)
+    run = run_evidence_simulation(layout.simulation(config.name), settings, catalog=catalog.catalog(), name=config.name, progress=context.log.info)
+    rounds, recall = run.result.frame("rounds"), run.result.frame("recall")
+    final = rounds[rounds["round"] == rounds["round"].max()].groupby("strategy")["dataset_dice"].mean()
+    at5 = recall[recall["depth"].sub(HEADLINE_DEPTH).abs() < 1e-9]["recall_detectable"].mean()
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(str(run.report.report_md)),
+        "recall_at_depth": png_markdown(run.report.recall_png.read_bytes(), "recall at depth"),
+        "dataset_dice_vs_effort": png_markdown(run.report.dataset_png.read_bytes(), "dataset Dice vs effort"),
+        "rounds": table(rounds, max_rows=60),
+        **numbers({"recall_at_5pct": at5}), **numbers(final.to_dict(), prefix="final_dataset_dice_"),
     })
 
 

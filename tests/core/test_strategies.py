@@ -105,8 +105,12 @@ def test_case_uncertainty_from_mc_dropout_of_a_tiny_unet():
     np.testing.assert_array_equal(cu.slice_foreground, fg.sum(axis=(0, 1)))
     expected = volume_uncertainty(mc.total_entropy, dilated_foreground(fg)) if fg.any() else float(mc.total_entropy.mean())
     assert cu.volume_uncertainty == pytest.approx(expected, rel=1e-5)
-    sel = uncertainty_slice_sampling([cu], 2.0)
-    assert all(abs(s - 2) >= 5 for s in sel.slices_of("mc"))
+    peaks = uncertainty_slice_sampling([cu], 1 + 2 / 3)  # this curve has 3 peaks 5 apart from slice 2 and each other
+    assert len(peaks.slices_of("mc")) == 3 and all(abs(s - 2) >= 5 for s in peaks.slices_of("mc"))
+    more = uncertainty_slice_sampling([cu], 2.0)  # a 4th slice: the fallback, at a relaxed distance (3) from all others
+    picked = more.slices_of("mc")
+    assert set(peaks.slices_of("mc")) < set(picked) and more.effort_slices == pytest.approx(2.0)
+    assert all(abs(a - b) >= 3 for a in (*picked, 2) for b in (*picked, 2) if a != b)
 
 
 # --------------------------------------------------------------------------- effort
@@ -214,9 +218,10 @@ def test_uss_picks_the_known_most_uncertain_slices():
     pool = [CaseUncertainty(k, n, v) for k, v in curves.items()]
     # candidates by strength: a:12 (.95), b:40 (.8), a:30 (.5), c:5 (.3); flat stretches are not maxima
     sel = uncertainty_slice_sampling(pool, 3.0)
-    # a:12 costs 1, b:40 1, a:30 1/3 (same volume); c:5 would cost 1 more (3.33 > 3): skipped
-    assert sel.items == (SliceSelection("a", (12, 30)), SliceSelection("b", (40,)))
-    assert sel.effort_slices == pytest.approx(7 / 3)
+    # a:12 costs 1, b:40 1, a:30 1/3 (same volume); c:5 would cost 1 more (3.33 > 3): skipped;
+    # the peaks are spent with 2/3 left: the next-best slices of a (flat 0.1; lowest index first), 5 apart
+    assert sel.items == (SliceSelection("a", (0, 5, 12, 30)), SliceSelection("b", (40,)))
+    assert sel.effort_slices == pytest.approx(3.0)
     assert uncertainty_slice_sampling(pool, 3.4).case_ids == ("a", "b", "c")
     top3 = uncertainty_slice_sampling(pool, 3.0, effort_model=EffortModel(further_slice=1.0))
     assert {(i.case_id, s) for i in top3.items for s in i.slices} == {("a", 12), ("b", 40), ("a", 30)}

@@ -57,3 +57,42 @@ def test_simulation_asset_needs_a_phantom_campaign(tmp_path, sim_campaign, insta
     with pytest.raises(Exception, match="ground-truth manifest"):
         dg.materialize([campaign_simulation], resources=resources, instance=instance,
                        run_config=dg.RunConfig({"campaign_simulation": SimulationSettings(**config)}))
+
+
+@pytest.mark.slow
+def test_cli_simulates_error_model_members(tmp_path, capsys):
+    out = tmp_path / "em"
+    code = alqa_main(["simulate", "--members", "error-model", "--out", str(out), "--cases", "30", "--seeds", "0-1", "--rounds", "2",
+                      "--phantom-spacing-mm", "6", "--workers", "1", "--name", "em-cli"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "No training" in printed and "recall_at_depth.png" in printed
+    report = out / "report"
+    for name in ("report.md", "recall_at_depth.png", "dataset_dice_vs_effort.png", "attention_by_organ.png", "rounds.csv", "paired_tests.csv"):
+        assert (report / name).is_file(), name
+    assert "`alqa simulate --members error-model --out " in (report / "report.md").read_text()
+    stored = Catalog(out / "catalog").read("simulation")
+    assert set(stored.simulation) == {"em-cli"} and set(stored.seed) == {0, 1}
+    assert set(stored.strategy) == {"attention", "outliers", "uss", "fg_random"}
+
+
+def test_cli_refuses_unknown_members_and_a_missing_campaign(tmp_path, capsys):
+    assert alqa_main(["simulate", "--members", "many", "--out", str(tmp_path / "x")]) == 2
+    assert "error-model" in capsys.readouterr().err
+    assert alqa_main(["simulate", "--out", str(tmp_path / "y")]) == 2
+    assert "phantom campaign root" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_campaign_simulation_asset_runs_error_model_members(tmp_path, sim_campaign, instance):
+    resources = make_resources(campaign_yaml(tmp_path, sim_campaign))
+    settings = SimulationSettings(members="error-model", cases=24, seeds=[0], rounds=1, workers=1, name="em-asset")
+    result = dg.materialize([campaign_simulation], resources=resources, instance=instance,
+                            run_config=dg.RunConfig({"campaign_simulation": settings}))
+    assert result.success
+    meta = result.asset_materializations_for_node("campaign_simulation")[0].metadata
+    assert {"recall_at_5pct", "recall_at_depth", "dataset_dice_vs_effort", "final_dataset_dice_attention"} <= set(meta)
+    report = WorkspaceLayout(tmp_path / "ws").simulation("em-asset") / "report"
+    assert (report / "report.md").is_file() and (report / "recall_at_depth.png").is_file()
+    stored = Catalog(WorkspaceLayout(tmp_path / "ws").catalog).read("simulation")
+    assert set(stored.simulation) == {"em-asset"} and set(stored.members) == {"error-model"}
