@@ -121,7 +121,7 @@ class Postgres:
         self.state, self.home = root / "services", root / "pg_home"
 
     def __enter__(self) -> Path:
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "start", str(self.state)], capture_output=True, text=True)
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "start", str(self.state)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"postgres did not start: {done.stdout}{done.stderr}")
         for line in (self.state / "services.env").read_text().splitlines():
@@ -133,7 +133,7 @@ class Postgres:
         return self.home
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "stop", str(self.state)], capture_output=True, text=True)
+        subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "stop", str(self.state)], capture_output=True, text=True, check=False)
 
 
 def attention_rows(case_ids: list[str], seed: int = ORGANS_SEED) -> pd.DataFrame:

@@ -4,7 +4,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from alqa_core.annotation.effort import submission_efforts
 from alqa_core.annotation.labelled import reassemble_cases
@@ -99,5 +98,5 @@ def reassembled_labels(
         rows += [{"case_id": c, "pseudo_round": r.pseudo_round, **{f"organs_{k}": n for k, n in Counter(str(p.source) for p in r.provenance).items()}} for c, r in results.items()]
         if moved is not None:
             context.log.info(f"round {moved.round_index} is now {moved.state}: {moved.reason}")
-    run_summary(context, rows, round=round_index, provenance="catalog table provenance")
+    run_summary(context, rows, round=round_index, catalog_tables="provenance")
     return {r["case_id"]: layout.reassembled_label(r["case_id"]) for r in rows}

@@ -25,4 +25,4 @@ def attention_maps(context: dg.AssetExecutionContext, campaign: CampaignResource
         for case_id, r in attention_for_cases(layout, cat, chunk, cfg.attention, cfg.organ_table, round_index).items():
             rows.append({"case_id": case_id, "attention_ml": r.size.attention_ml, "attention_relative": r.size.relative,
                          "attention_relative_per_cm": r.size.relative_per_cm, "preview": str(layout.preview("attention_maps", case_id))})
-    run_summary(context, rows, round=round_index, sizes="catalog tables attention_case, attention_organ, attention_slice")
+    run_summary(context, rows, round=round_index, catalog_tables="attention_case, attention_organ, attention_slice")
