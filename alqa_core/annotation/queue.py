@@ -61,10 +61,10 @@ def write_packages(layout: WorkspaceLayout, queue: AnnotationQueue, round_index:
 
 
 def _round_attention(catalog: Catalog, round_index: int) -> pd.DataFrame:
-    """The round's ``attention_organ`` rows."""
-    if not catalog.partitions("attention_organ"):
-        return pd.DataFrame()
-    return catalog.query("SELECT * FROM attention_organ WHERE round = ?", [round_index])
+    """The round's ``attention_organ`` rows, read from the round's partitions only (``<case>_round_<t>``,
+    :func:`alqa_core.attention.case.attention_for_cases`), so the read does not grow with the rounds."""
+    rows = catalog.read("attention_organ", f"*_round_{int(round_index):03d}")
+    return rows[rows["round"] == round_index].reset_index(drop=True) if not rows.empty else pd.DataFrame()
 
 
 def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relative_per_cm") -> pd.DataFrame:
