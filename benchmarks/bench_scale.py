@@ -188,6 +188,30 @@ def _step_seconds(home: Path) -> dict[str, float]:
     return out
 
 
+STORAGE_VAR = "ALQA_BENCH_STORAGE"
+
+
+def _fresh_home(home: Path, database: str) -> Path:
+    """A Dagster home: the embedded profile's dagster.yaml (sqlite under ``home``), or with ``--storage postgres``
+    deploy/production's on a fresh database ``database`` of the throwaway server."""
+    home.mkdir()
+    if os.environ.get(STORAGE_VAR) != "postgres":
+        shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+        return home
+    import psycopg2
+
+    con = psycopg2.connect(host=os.environ["DAGSTER_PG_HOST"], port=os.environ["DAGSTER_PG_PORT"], user=os.environ["DAGSTER_PG_USER"],
+                           password=os.environ["DAGSTER_PG_PASSWORD"], dbname="postgres")
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        cur.execute(f'CREATE DATABASE "{database}"')
+    con.close()
+    os.environ["DAGSTER_PG_DB"] = database
+    shutil.copyfile(ROOT / "deploy" / "production" / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
 PER_CASE_ASSETS = 6  # raw_scans, original_labels, preprocessed_volumes, soft_predictions, attention_maps, reassembled_labels
 
 
@@ -209,8 +233,7 @@ def event_floor(home: Path, n: int) -> tuple[float, float]:
     def noop_b():
         return dg.MaterializeResult()
 
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    _fresh_home(home, f"alqa_floor_{n}")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         keys = [f"case{i:05d}" for i in range(n)]
         instance.add_dynamic_partitions("cases", keys)
@@ -224,9 +247,7 @@ def measure(work: Path, chunk: int) -> dict:
     cfg_path = work / "campaign.yaml"
     for old in ("ws", "baseline_ws", "dagster_home", "floor_home"):
         shutil.rmtree(work / old, ignore_errors=True)
-    home = work / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = _fresh_home(work / "dagster_home", f"alqa_scale_{work.name}")
     os.environ.update(DAGSTER_HOME=str(home), ALQA_CAMPAIGN=str(cfg_path), ALQA_LOG_LEVEL="ERROR")
     os.environ.pop("ALQA_WORKSPACE", None)
     t = time.perf_counter()
@@ -255,6 +276,7 @@ def measure(work: Path, chunk: int) -> dict:
             sys.stdout = stdout
     # the Dagster side's peak, before the baseline runs (which is chunked the same way)
     rss_dagster = _peak_mb()
+    runs, steps = _step_runs(home), _step_seconds(home)
     load.append(os.getloadavg()[0])
     cpu = time.process_time()
     compute = baseline(cfg_path, work / "baseline_ws")
@@ -265,14 +287,15 @@ def measure(work: Path, chunk: int) -> dict:
     return {
         "cases": cases,
         "chunk": chunk,
-        "runs": len(_step_runs(home)),
+        "runs": len(runs),
+        "storage": os.environ.get(STORAGE_VAR, "sqlite"),
         "import_s": import_s,
         "ingest_s": ingest_s,
         "round_s": round_s,
         "dagster_cpu_s": dagster_cpu,
         "compute": compute,
         "compute_cpu_s": compute_cpu,
-        "steps": _step_seconds(home),
+        "steps": steps,
         "floor_ms": (floor_wall * 1000, floor_cpu * 1000),
         "rss_start_mb": rss_start,
         "rss_dagster_mb": rss_dagster,
@@ -334,6 +357,9 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=6.0)
     ap.add_argument("--chunk", type=int, default=0, help="cases per Dagster run; 0: the campaign's batch.cases_per_run")
     ap.add_argument("--work", type=Path, default=None, help="keep campaigns here (reused by a rerun); default: a temporary folder")
+    ap.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite",
+                    help="Dagster's storage: the embedded profile's sqlite, or deploy/production's PostgreSQL on a throwaway "
+                    "server from scripts/services.sh (which runs with fsync off: no disk sync in its figures)")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -344,6 +370,39 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.chunk)))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="alqa_scale_"))
+    env = dict(SINGLE_THREADED, **{STORAGE_VAR: args.storage})
+    services = work / f"services_{os.getpid()}"
+    if args.storage == "postgres":
+        started = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "start", str(services)], capture_output=True, text=True, check=False)
+        if started.returncode != 0:
+            sys.exit(f"postgres did not start: {started.stdout}{started.stderr}")
+        env.update(line.split("=", 1) for line in (services / "services.env").read_text().splitlines() if line.startswith("DAGSTER_PG_"))
+    try:
+        rows = _measure_all(args, work, env)
+    finally:
+        if args.storage == "postgres":
+            subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "stop", str(services)], capture_output=True, check=False)
+    print(f"\nDagster storage: {args.storage}{' (throwaway server, fsync off)' if args.storage == 'postgres' else ' (embedded profile)'}; "
+          f"this disk's fsync: {_fsync_ms(work):.1f} ms")
+    _report(rows)
+
+
+def _fsync_ms(folder: Path, n: int = 50) -> float:
+    """The latency of one fsync on ``folder``'s disk (what every sqlite commit waits for)."""
+    path = folder / ".fsync_probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        t = time.perf_counter()
+        for _ in range(n):
+            os.write(fd, b"x")
+            os.fsync(fd)
+        return (time.perf_counter() - t) / n * 1000
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def _measure_all(args, work: Path, env: dict) -> list[dict]:
     rows = []
     for n in args.cases:
         folder = work / f"n{n}_{args.spacing:g}mm"
@@ -351,7 +410,7 @@ def main() -> None:
         t = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", str(folder), "--generate", str(n), "--spacing", str(args.spacing)], check=True)
         print(f"{n} cases at {args.spacing:g} mm ready in {time.perf_counter() - t:.0f} s ({folder})", flush=True)
-        out = subprocess.run([sys.executable, __file__, "--child", str(folder), "--chunk", str(args.chunk)], capture_output=True, text=True, env=SINGLE_THREADED, check=False)
+        out = subprocess.run([sys.executable, __file__, "--child", str(folder), "--chunk", str(args.chunk)], capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             sys.exit(f"the {n}-case run failed:\n{out.stderr[-4000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -359,7 +418,7 @@ def main() -> None:
         print(f"  {n} cases: Dagster {r['ingest_s'] + r['round_s']:.1f} s (ingest {r['ingest_s']:.1f} + round {r['round_s']:.1f}), "
               f"core {sum(r['compute'].values()):.1f} s, peak RSS {r['rss_dagster_mb']:.0f} MB after the Dagster runs "
               f"({r['rss_start_mb']:.0f} after imports, {r['rss_peak_mb']:.0f} after the baseline)", flush=True)
-    _report(rows)
+    return rows
 
 
 if __name__ == "__main__":
