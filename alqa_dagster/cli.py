@@ -155,7 +155,8 @@ def cmd_export(args) -> int:
 def cmd_ingest(args) -> int:
     from alqa_dagster.headless import ingest
 
-    return ingest(_config(), _layout(), chunk=args.chunk)
+    cfg = _config()
+    return ingest(cfg, _layout(), chunk=args.chunk or cfg.batch.cases_per_run)
 
 
 def cmd_round(args) -> int:
@@ -163,13 +164,13 @@ def cmd_round(args) -> int:
 
     if args.action == "close":
         return close(_layout(), args.reason)
-    return run_round(_layout(), chunk=args.chunk)
+    return run_round(_layout(), chunk=args.chunk or _config().batch.cases_per_run)
 
 
 def cmd_reassemble(args) -> int:
     from alqa_dagster.headless import reassemble
 
-    return reassemble(_layout(), chunk=args.chunk)
+    return reassemble(_layout(), chunk=args.chunk or _config().batch.cases_per_run)
 
 
 def export_by_format(args) -> int:
@@ -340,17 +341,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("ingest", help="register new cases as partitions and ingest them (and fixed ones) through the Dagster instance")
-    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run (memory is bounded by one chunk)")
+    s.add_argument("--chunk", type=int, default=None, help="cases per Dagster run (memory is bounded by one chunk); default: the campaign's batch.cases_per_run")
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("round", help="run the next round (train, predict, attention, reassemble, rank, queue), or close the current one")
     s.add_argument("action", nargs="?", choices=["close"], help="close: end the queued round with unanswered cases (they go back to the pool)")
     s.add_argument("--reason", default="closed by hand", help="why the round is closed (recorded in the round-state table)")
-    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run for the per-case steps")
+    s.add_argument("--chunk", type=int, default=None, help="cases per Dagster run for the per-case steps; default: the campaign's batch.cases_per_run")
     s.set_defaults(fn=cmd_round)
 
     s = sub.add_parser("reassemble", help="every case's reassembled label (original > revised > pseudo) through the Dagster instance")
-    s.add_argument("--chunk", type=int, default=50, help="cases per Dagster run")
+    s.add_argument("--chunk", type=int, default=None, help="cases per Dagster run; default: the campaign's batch.cases_per_run")
     s.set_defaults(fn=cmd_reassemble)
 
     s = sub.add_parser("submit", help="hand in a revised label for a case (NIfTI, or the .seg.nrrd of its work package)")

@@ -44,10 +44,11 @@ def _over_chunks(instance, selection, keys, all_keys, chunk: int, what: str, tag
     from alqa_dagster.runner import materialize
 
     ranges = _chunks(keys, all_keys, max(1, chunk))
+    position = {k: i for i, k in enumerate(all_keys)}
     with tqdm(total=len(keys), desc=what, unit="case") as bar:
         for first, last in ranges:
             materialize(instance, selection, (first, last), tags=tags)
-            bar.update(list(all_keys).index(last) - list(all_keys).index(first) + 1)
+            bar.update(position[last] - position[first] + 1)
 
 
 def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> int:

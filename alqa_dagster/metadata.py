@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -25,6 +25,25 @@ def table(frame: pd.DataFrame, max_rows: int = 25) -> dg.TableMetadataValue:
 def numbers(values: Mapping[str, float], prefix: str = "") -> dict[str, dg.FloatMetadataValue]:
     """Numeric metadata (the UI plots these over materializations)."""
     return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in values.items()}
+
+
+#: rows of a run summary's per-case table shown in the UI (every row is in the catalog or the workspace)
+SUMMARY_ROWS = 25
+
+
+def run_summary(context: dg.AssetExecutionContext, rows: Sequence[Mapping], **facts) -> None:
+    """One event per run of a per-case asset: an observation with the run's facts and its first per-case rows.
+
+    Not metadata per partition: ``add_asset_metadata(partition_key=...)`` puts a payload on every
+    case's event and has Dagster read every registered partition on each call, so it cost more than
+    the per-case work of a small case. Per-case facts are in the catalog and the workspace (previews
+    are PNG files at ``WorkspaceLayout.preview``); Dagster still records one materialization per case.
+    """
+    frame = pd.DataFrame(list(rows))
+    meta = {**facts, "cases_done": len(frame)}
+    if not frame.empty:
+        meta["per_case"] = table(frame, SUMMARY_ROWS)
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=meta))
 
 
 def refusals(context: dg.AssetExecutionContext, failed: Mapping[str, Mapping]) -> None:

@@ -2,10 +2,19 @@
 
 Runs land in the instance (``$DAGSTER_HOME``) exactly as UI-launched ones do,
 so ``dagster dev`` later shows their lineage, metadata and previews.
+
+A run over a range of case partitions records one "planned" event per asset
+(``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``, set here unless the
+environment says otherwise) instead of one per case and asset: on sqlite that
+halved the per-case cost of a run (``benchmarks/bench_scale.py``). Dagster's
+trade: the partitions of a run that FAILS show as missing, not failed (the
+run itself shows failed; a refused case is in ``case_errors`` either way).
+Set the same variable for ``dagster dev`` / the daemon to get it there too.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +25,7 @@ import dagster as dg
 from alqa_dagster.definitions import PROJECT_ROOT, defs
 
 CASES = "cases"
+PLANNED_EVENTS_VAR = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
 def ensure_dagster_home(home: Path | None = None) -> Path:
@@ -26,7 +36,20 @@ def ensure_dagster_home(home: Path | None = None) -> Path:
     if not target.exists():
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", target)
     os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault(PLANNED_EVENTS_VAR, "1")
     return home
+
+
+@functools.cache
+def _definitions(env: tuple) -> tuple[list, dict]:
+    """The code location's assets, checks and resources, loaded once per process (and per binding of the env)."""
+    d = defs()
+    return list(d.assets or []) + list(d.asset_checks or []), dict(d.resources or {})
+
+
+def _env_key() -> tuple:
+    # defs() binds these at load time (resources.py, definitions.py): reload when they change
+    return tuple((v, os.environ.get(v)) for v in ("ALQA_WORKSPACE", "ALQA_DEVICE", "ALQA_EXECUTOR", "ALQA_CELERY_CONFIG", "ALQA_K8S_EXECUTOR_CONFIG"))
 
 
 def register_cases(instance: dg.DagsterInstance, case_ids: Sequence[str]) -> list[str]:
@@ -46,7 +69,7 @@ def materialize(
     tags: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize ``selection`` (asset names) in one run; per-case assets over ``partition_range``."""
-    d = defs()
+    assets, resources = _definitions(_env_key())
     run_tags = dict(tags or {})
     if partition_range is not None:
         run_tags["dagster/asset_partition_range_start"], run_tags["dagster/asset_partition_range_end"] = partition_range
@@ -55,10 +78,10 @@ def materialize(
         # a quiet console: the CLI shows its own progress; the UI keeps every event
         run_config = dg.RunConfig(ops=run_config.ops, resources=run_config.resources, loggers={"console": {"config": {"log_level": os.environ.get("ALQA_LOG_LEVEL", "WARNING")}}}, execution=run_config.execution)
     result = dg.materialize(
-        list(d.assets or []) + list(d.asset_checks or []),
+        assets,
         selection=list(selection),
         instance=instance,
-        resources=dict(d.resources or {}),
+        resources=resources,
         run_config=run_config,
         tags=run_tags,
         raise_on_error=False,

@@ -38,7 +38,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "labelled": ["reassemble_cases"],
         "outliers": ["DEFAULT_FAILURE_THRESHOLD", "latest_case_grades", "outlier_queue", "predicted_failures"],
         "packages": ["case_packages", "find_package", "newest_package", "package_of", "package_pseudo_label"],
-        "priority": ["AnnotationQueue", "CaseAttentionSummary", "DEFAULT_MEASURE", "MEASURES", "OrganAttention", "PriorityEntry", "PriorityList", "StopDecision", "queue_budget", "rank_cases", "select_queue", "stop_rule", "summaries_from_records"],
+        "priority": ["AnnotationQueue", "CaseAttentionSummary", "DEFAULT_MEASURE", "MEASURES", "OrganAttention", "PriorityEntry", "PriorityList", "StopDecision", "queue_budget", "rank_attention_rows", "rank_cases", "select_queue", "stop_rule", "summaries_from_records"],
         "queue": ["RoundQueue", "priority_for_round", "priority_from_attention", "queue_for_round", "queue_round", "write_packages"],
         "reassembly": ["OrganProvenance", "REVISION_RULE", "ReassembledLabel", "Revision", "SOURCE_RANK", "reassemble", "reassemble_case", "select_revision"],
         "revisions": ["revisions_of", "submission_label", "submission_package", "write_revised_label"],

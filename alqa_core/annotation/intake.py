@@ -4,7 +4,10 @@ Called by the submissions sensor once per tick; returns what it did so the
 sensor can request runs (one per accepted submission, keyed by content hash,
 so a restart or a duplicate file never runs anything twice). The inbox is the
 queue: a tick takes its oldest ``max_per_tick`` entries, whatever their file
-times, and every entry taken leaves it.
+times, and every entry taken leaves it. A tick also stops taking entries once
+it has spent ``max_tick_seconds`` (the rest wait for the next tick), so
+real-size labels never bring it near Dagster's 60 s limit on a sensor
+evaluation (``benchmarks/bench_submissions_tick.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import pandas as pd
 
@@ -50,6 +54,8 @@ class IntakeResult:
     stuck: tuple[str, ...] = ()
     #: entries left in the inbox because their case's raw scan is not ingested yet (retried next tick)
     deferred: tuple[str, ...] = ()
+    #: the tick stopped taking entries because it had spent ``max_tick_seconds`` (the rest wait)
+    out_of_time: bool = False
 
 
 def _package_of(layout: WorkspaceLayout):
@@ -110,8 +116,13 @@ def process_inbox(
     round_index: int,
     batch: int | None = None,
     settle_seconds: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> IntakeResult:
     """Take the oldest ``batch`` entries (default ``limits.max_per_tick``); each ends stored or quarantined.
+
+    No entry is taken once ``limits.max_tick_seconds`` have passed on
+    ``clock`` (the first always is, so a slow entry never stalls the inbox);
+    the entries not taken stay in the inbox for the next tick.
 
     The order makes a crash at any point lose nothing and record nothing twice:
 
@@ -122,6 +133,7 @@ def process_inbox(
     An entry still in the inbox whose (name, file time) already has a row was
     committed by a tick that died before step 3: only step 3 is repeated.
     """
+    start = clock()
     batch = limits.max_per_tick if batch is None else int(batch)
     # Entries that must wait (their case is not ingested yet) do not take a batch slot, so they never
     # stall the entries behind them; looking at WAIT_FACTOR x batch entries at most bounds a tick.
@@ -137,8 +149,12 @@ def process_inbox(
         seen = {(str(r.case_id), str(r.sha256), submitted_slices(r), int(r.round)) for r in taken.itertuples() if isinstance(r.sha256, str) and r.sha256}
     known = set(known_cases)
     redo, new, deferred, entries = [], [], [], []
+    out_of_time = False
     for entry in candidates[: batch * WAIT_FACTOR]:
         if len(redo) + len(new) == batch:
+            break
+        if entries and clock() - start >= limits.max_tick_seconds:
+            out_of_time = True
             break
         entries.append(entry)
         prior = recorded.get((entry.name, entry.mtime_ns))
@@ -192,6 +208,7 @@ def process_inbox(
         tuple(e.name for e, _ in redo),
         tuple(stuck),
         tuple(deferred),
+        out_of_time,
     )
 
 

@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
         "build": ["build_dataclass", "plain_data"],
-        "campaign": ["ArchitectureConfig", "BudgetConfig", "CampaignConfig", "DatasetSource", "EvaluationConfig", "ExternalMemberConfig", "ORGAN_ENTRY_KEYS", "QUEUE_STRATEGIES", "RoundsConfig", "SubmissionConfig", "TrainedMember", "load_campaign", "parse_campaign"],
+        "campaign": ["ArchitectureConfig", "BatchConfig", "BudgetConfig", "CampaignConfig", "DatasetSource", "EvaluationConfig", "ExternalMemberConfig", "ORGAN_ENTRY_KEYS", "QUEUE_STRATEGIES", "RoundsConfig", "SubmissionConfig", "TrainedMember", "load_campaign", "parse_campaign"],
         "models": ["ARCHITECTURES", "DIVISIBILITY", "ModelSpec", "PRESETS", "SIZES", "architectures"],
         "sections": ["AMP_MODES", "AttentionConfig", "BLEND_MODES", "ENTROPY_KINDS", "InferenceConfig", "LR_FINE_TUNE", "LR_FROM_SCRATCH", "LR_SCHEDULES", "MONTAGE_PX", "PENALTIES", "PreprocessConfig", "QALossConfig", "QARegressorConfig", "REGRESSOR_PX", "TrainConfig"],
         "template": ["TEMPLATE", "render_template", "write_template"],

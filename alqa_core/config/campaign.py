@@ -87,6 +87,16 @@ class SubmissionConfig:
     volume_change_factor: float = 2.0
     #: inbox entries one sensor tick validates (and runs it requests): bounds a tick's time
     max_per_tick: int = 50
+    #: a tick takes no further entry once it has spent this many seconds (the rest wait for the next
+    #: tick), far inside Dagster's 60 s limit on a sensor evaluation
+    max_tick_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    #: cases per Dagster run of the per-case steps (ingest, predictions, attention, reassembly): memory is
+    #: bounded by one chunk, and each model loads once per chunk
+    cases_per_run: int = 50
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class CampaignConfig:
     submissions: SubmissionConfig = field(default_factory=SubmissionConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     source_path: Path | None = None
 
     @property
@@ -207,6 +218,10 @@ def _validate(cfg: CampaignConfig, source: Path | None) -> None:
         raise AlqaInputError(source, f"budget.strategy: unknown {cfg.budget.strategy!r}; known {list(QUEUE_STRATEGIES)}")
     if cfg.submissions.max_per_tick < 1:
         raise AlqaInputError(source, f"submissions.max_per_tick: must be at least 1, got {cfg.submissions.max_per_tick}")
+    if not cfg.submissions.max_tick_seconds > 0:
+        raise AlqaInputError(source, f"submissions.max_tick_seconds: must be > 0 seconds, got {cfg.submissions.max_tick_seconds}")
+    if cfg.batch.cases_per_run < 1:
+        raise AlqaInputError(source, f"batch.cases_per_run: must be at least 1, got {cfg.batch.cases_per_run}")
     if cfg.rounds.timeout_hours is not None and cfg.rounds.timeout_hours <= 0:
         raise AlqaInputError(source, f"rounds.timeout_hours: must be > 0 hours (or absent), got {cfg.rounds.timeout_hours}")
     if cfg.rounds.max_attempts < 1:

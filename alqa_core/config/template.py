@@ -79,7 +79,11 @@ rounds:
 submissions:
   max_file_mb: 2048          # larger files are refused before they are read
   volume_change_factor: 2.0  # flag an organ whose volume changes more than this
-  max_per_tick: 50           # inbox entries the submissions sensor validates per tick
+  max_per_tick: 50           # inbox entries the submissions sensor validates per tick ...
+  max_tick_seconds: 20.0     # ... taking none once it has spent this long (Dagster stops a tick at 60 s)
+
+batch:
+  cases_per_run: 50    # cases per Dagster run of the per-case steps: memory is bounded by one chunk
 
 qa:                    # the ResNet-18 QA regressor (001), trained on human grades
   epochs: {qa_epochs}

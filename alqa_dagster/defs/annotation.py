@@ -1,17 +1,17 @@
 """The annotation stage (group ``annotation``): priority list, queue with work packages, revisions, reassembly."""
 
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from alqa_core.annotation.effort import submission_efforts
 from alqa_core.annotation.labelled import reassemble_cases
 from alqa_core.annotation.queue import priority_for_round, queue_round
 from alqa_core.annotation.revisions import revisions_of, write_revised_label
 from alqa_core.rounds import current_round
-from alqa_dagster.metadata import numbers, png_markdown, table
-from alqa_dagster.policies import CASE_BATCHES, cases_partitions
+from alqa_dagster.metadata import numbers, png_markdown, run_summary, table
+from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
@@ -25,9 +25,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
 def priority_list(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     cat = catalog.catalog()
     round_index = current_round(cat)
-    frame = priority_for_round(cat, round_index).to_records(round_index)
-    top = frame[0]["score"] if frame else 0.0
-    return dg.MaterializeResult(metadata={"round": round_index, "cases": len(frame), "top": table(pd.DataFrame(frame[:25])), **numbers({"top_score": top})})
+    frame = priority_for_round(cat, round_index)
+    top = float(frame.score.iloc[0]) if len(frame) else 0.0
+    return dg.MaterializeResult(metadata={"round": round_index, "cases": len(frame), "top": table(frame), **numbers({"top_score": top})})
 
 
 @dg.asset(
@@ -92,10 +92,11 @@ def reassembled_labels(
     context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
 ) -> dict[str, Path]:
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
-    results, moved = reassemble_cases(layout, cat, context.partition_keys, cfg.organ_table, current_round(cat))
-    for case_id, result in results.items():
-        sources = pd.DataFrame(result.to_records()).groupby("source").size().to_dict()
-        context.add_asset_metadata({"pseudo_round": result.pseudo_round, **numbers(sources, "organs_")}, partition_key=case_id)
-    if moved is not None:
-        context.log.info(f"round {moved.round_index} is now {moved.state}: {moved.reason}")
-    return {c: layout.reassembled_label(c) for c in results}
+    round_index, rows = current_round(cat), []
+    for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # label maps of one chunk in memory at a time
+        results, moved = reassemble_cases(layout, cat, chunk, cfg.organ_table, round_index)
+        rows += [{"case_id": c, "pseudo_round": r.pseudo_round, **{f"organs_{k}": n for k, n in Counter(str(p.source) for p in r.provenance).items()}} for c, r in results.items()]
+        if moved is not None:
+            context.log.info(f"round {moved.round_index} is now {moved.state}: {moved.reason}")
+    run_summary(context, rows, round=round_index, catalog_tables="provenance")
+    return {r["case_id"]: layout.reassembled_label(r["case_id"]) for r in rows}

@@ -4,8 +4,8 @@ import dagster as dg
 
 from alqa_core.attention.case import attention_for_cases
 from alqa_core.rounds import current_round
-from alqa_dagster.metadata import numbers
-from alqa_dagster.policies import CASE_BATCHES, cases_partitions
+from alqa_dagster.metadata import run_summary
+from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 
@@ -20,9 +20,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
 )
 def attention_maps(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> None:
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
-    round_index = current_round(cat)
-    results = attention_for_cases(layout, cat, context.partition_keys, cfg.attention, cfg.organ_table, round_index)
-    for case_id, result in results.items():
-        sizes = {"attention_ml": result.size.attention_ml, "attention_relative": result.size.relative, "attention_relative_per_cm": result.size.relative_per_cm}
-        preview = dg.MetadataValue.path(str(layout.preview("attention_maps", case_id)))
-        context.add_asset_metadata({"round": round_index, "preview": preview, **numbers(sizes)}, partition_key=case_id)
+    round_index, rows = current_round(cat), []
+    for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # heatmaps of one chunk in memory at a time
+        for case_id, r in attention_for_cases(layout, cat, chunk, cfg.attention, cfg.organ_table, round_index).items():
+            rows.append({"case_id": case_id, "attention_ml": r.size.attention_ml, "attention_relative": r.size.relative,
+                         "attention_relative_per_cm": r.size.relative_per_cm, "preview": str(layout.preview("attention_maps", case_id))})
+    run_summary(context, rows, round=round_index, catalog_tables="attention_case, attention_organ, attention_slice")

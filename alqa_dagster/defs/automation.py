@@ -11,7 +11,7 @@ from alqa_core.annotation.rounds import accepted_submissions, awaiting_reassembl
 from alqa_core.case_errors import INGEST_STAGES, open_case_errors, source_fingerprint
 from alqa_core.ingest.cases import index_campaign
 from alqa_core.rounds import IN_FLIGHT, current_round, latest_round
-from alqa_dagster.policies import cases_partitions
+from alqa_dagster.policies import cases_partitions, in_chunks
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -84,13 +84,15 @@ def _retry_keys(cases, errors) -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=60, description="Registers new cases found in the datasets and ingests them in one batched run; retries a refused case once its file changed.")
+@dg.sensor(job=ingest_job, minimum_interval_seconds=60, description="Registers new cases found in the datasets and ingests them in batched runs of batch.cases_per_run cases; retries a refused case once its file changed.")
 def new_cases_sensor(context: dg.SensorEvaluationContext, campaign: CampaignResource, catalog: CatalogResource):
-    found = index_campaign(campaign.config()).cases
+    cfg = campaign.config()
+    found = index_campaign(cfg).cases
     known = set(context.instance.get_dynamic_partitions(cases_partitions.name))
     new = sorted(c for c in found if c not in known)
     retries = _retry_keys(found, open_case_errors(catalog.catalog(), INGEST_STAGES))
-    requests = [dg.RunRequest(run_key=f"ingest:{new[0]}..{new[-1]}:{len(new)}", tags=range_tags(new))] if new else []
+    # the new partitions are added in this order, so each chunk is a contiguous partition range
+    requests = [dg.RunRequest(run_key=f"ingest:{c[0]}..{c[-1]}:{len(c)}", tags=range_tags(c)) for c in in_chunks(new, cfg.batch.cases_per_run)]
     requests += [dg.RunRequest(run_key=f"retry:{case}:{fp}", partition_key=case) for case, fp in retries]
     if not requests:
         return dg.SkipReason(f"no new cases ({len(known)} registered)")
@@ -119,6 +121,8 @@ def submissions_sensor(context: dg.SensorEvaluationContext, campaign: CampaignRe
         context.log.warning(f"recorded but still in the inbox (retried next tick): {problem}")
     for problem in result.deferred:
         context.log.info(f"waiting for the case's ingest (retried next tick): {problem}")
+    if result.out_of_time:
+        context.log.info(f"took {len(result.rows) + len(result.recovered)} inbox entries in submissions.max_tick_seconds={cfg.submissions.max_tick_seconds:g}; the rest wait for the next tick")
     # Every accepted submission whose run was never launched, oldest first and at most max_per_tick: this
     # tick's, and any that a tick which died after recording them left behind. Run keys make a repeat a no-op.
     accepted = accepted_submissions(cat)

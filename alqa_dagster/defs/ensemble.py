@@ -9,7 +9,7 @@ from alqa_core.ensemble.members import organs_with_few_members
 from alqa_core.ensemble.predict import predict_round
 from alqa_core.rounds import current_round
 from alqa_dagster.defs.training import model_checkpoints
-from alqa_dagster.metadata import refusals
+from alqa_dagster.metadata import refusals, run_summary
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
 from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
 
@@ -38,16 +38,16 @@ def soft_predictions(
     cfg, cat = campaign.config(), catalog.catalog()
     round_index = current_round(cat)
     result = predict_round(workspace.layout(), cat, cfg, list(preprocessed_volumes), round_index, device.device_name())
-    for case_id, infos in result.members.items():
-        context.add_asset_metadata({"round": round_index, "members": ", ".join(i.name for i in infos), **_few_members(context, cfg, case_id, infos)}, partition_key=case_id)
+    rows = [{"case_id": c, "members": ", ".join(i.name for i in infos), **_few_members(context, cfg, c, infos)} for c, infos in result.members.items()]
+    run_summary(context, rows, round=round_index, refused=len(result.errors))
     refusals(context, {c: {"stage": "soft_predictions", "file": "", "reason": r} for c, r in result.errors.items()})
 
 
 def _few_members(context, cfg: CampaignConfig, case_id: str, infos) -> dict:
-    """Eq. 1's spread needs two members per organ: warn, in the log and on the partition, where it has fewer."""
+    """Eq. 1's spread needs two members per organ: warn, in the log and in the run's summary, where it has fewer."""
     few = organs_with_few_members(infos, cfg.organ_table)
     if not few:
-        return {}
+        return {"organs_with_fewer_than_2_members": ""}
     text = ", ".join(f"{o} ({n})" for o, n in few.items())
     context.log.warning(f"case {case_id}: fewer than 2 members cover {text}; inconsistency (Eq. 1) is zero there")
     return {"organs_with_fewer_than_2_members": text}

@@ -11,7 +11,7 @@ import dagster as dg
 
 from alqa_core.case_errors import run_per_case
 from alqa_core.ingest.cases import index_campaign, ingest_case_label, ingest_case_scan, preprocess_case, write_scan_preview
-from alqa_dagster.metadata import numbers, refusals
+from alqa_dagster.metadata import refusals, run_summary
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions
 from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
 
@@ -30,12 +30,13 @@ def raw_scans(
 ) -> dict[str, Path]:
     index, layout, cat = index_campaign(campaign.config()), workspace.layout(), catalog.catalog()
     batch = run_per_case(cat, "raw_scans", context.partition_keys, lambda c: ingest_case_scan(index, c, layout, cat), _source(index, "image_path"))
-    for case_id, s in batch.done.items():
-        preview = write_scan_preview(layout.preview("raw_scans", case_id), s.path)
-        meta = {"shape": str(s.shape), "preview": dg.MetadataValue.path(str(preview))}
-        context.add_asset_metadata({**meta, **numbers(dict(zip(("spacing_i_mm", "spacing_j_mm", "spacing_k_mm"), s.spacing_mm)))}, partition_key=case_id)
+    rows = [{"case_id": c, "shape": str(s.shape), **dict(zip(SPACING, s.spacing_mm)), "preview": str(write_scan_preview(layout.preview("raw_scans", c), s.path))} for c, s in batch.done.items()]
+    run_summary(context, rows, refused=len(batch.failed))
     refusals(context, batch.failed)
     return {c: s.path for c, s in batch.done.items()}
+
+
+SPACING = ("spacing_i_mm", "spacing_j_mm", "spacing_k_mm")
 
 
 def _source(index, field: str):
@@ -58,10 +59,12 @@ def original_labels(
     cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
     index = index_campaign(cfg)
     batch = run_per_case(cat, "original_labels", raw_scans, lambda c: ingest_case_label(index, c, cfg.organ_table, layout), _source(index, "label_path"))
-    for case_id, s in batch.done.items():
-        preview = write_scan_preview(layout.preview("original_labels", case_id), raw_scans[case_id], s.path, cfg.organ_table)
-        meta = {"annotated_organs": ", ".join(s.annotated_organs) or "none", "unmapped_voxels": s.unmapped_voxels, "preview": dg.MetadataValue.path(str(preview))}
-        context.add_asset_metadata({**meta, **numbers(s.organ_ml, "ml_")}, partition_key=case_id)
+    rows = [
+        {"case_id": c, "annotated_organs": ", ".join(s.annotated_organs) or "none", "unmapped_voxels": s.unmapped_voxels, **{f"ml_{o}": v for o, v in s.organ_ml.items()},
+         "preview": str(write_scan_preview(layout.preview("original_labels", c), raw_scans[c], s.path, cfg.organ_table))}
+        for c, s in batch.done.items()
+    ]
+    run_summary(context, rows, refused=len(batch.failed), unmapped_voxels=int(sum(s.unmapped_voxels for s in batch.done.values())))
     refusals(context, batch.failed)
     return {c: s.path for c, s in batch.done.items()}
 
@@ -80,7 +83,6 @@ def preprocessed_volumes(
 ) -> dict[str, Path]:
     cfg, layout = campaign.config(), workspace.layout()
     batch = run_per_case(catalog.catalog(), "preprocessed_volumes", raw_scans, lambda c: preprocess_case(c, layout, cfg.preprocess))
-    for case_id, s in batch.done.items():
-        context.add_asset_metadata({"shape": str(s.shape), **numbers(dict(zip(("spacing_i_mm", "spacing_j_mm", "spacing_k_mm"), s.spacing_mm)))}, partition_key=case_id)
+    run_summary(context, [{"case_id": c, "shape": str(s.shape), **dict(zip(SPACING, s.spacing_mm))} for c, s in batch.done.items()], refused=len(batch.failed))
     refusals(context, batch.failed)
     return {c: s.path for c, s in batch.done.items()}

@@ -41,6 +41,17 @@ def test_rewriting_a_partition_replaces_only_it(tmp_path):
     assert sorted(cat.read("cases").case_id) == ["a2", "b"]
 
 
+def test_reading_the_partitions_a_pattern_names(tmp_path):
+    cat = Catalog(tmp_path)
+    for case in ("a", "b"):
+        for t in (0, 1):
+            cat.write("attention_organ", f"{case}_round_{t:03d}", pd.DataFrame({"case_id": [case], "round": [t], "organ": ["liver"]}))
+    round1 = cat.read("attention_organ", "*_round_001")
+    assert sorted(round1.case_id) == ["a", "b"] and set(round1["round"]) == {1}
+    assert len(cat.read("attention_organ")) == 4
+    assert list(cat.read("attention_organ", "*_round_002").columns) == ["case_id", "round", "organ"]  # none match: empty, typed by the table
+
+
 def test_empty_table_and_bad_names(tmp_path):
     cat = Catalog(tmp_path)
     assert list(cat.read("priority").columns) == ["round", "rank", "case_id"]

@@ -92,3 +92,14 @@ def test_rounds_settings_are_validated(tmp_path):
     assert load_campaign(_write(tmp_path, text)).rounds.timeout_hours is None
     with pytest.raises(AlqaInputError, match="rounds.timeout_hours"):
         load_campaign(_write(tmp_path, text.replace("timeout_hours: null", "timeout_hours: -1")))
+
+
+def test_batch_and_tick_budget_settings_are_validated(tmp_path):
+    text = render_template(datasets=("d",))
+    cfg = load_campaign(_write(tmp_path, text))
+    assert cfg.batch.cases_per_run == 50 and cfg.submissions.max_tick_seconds == 20.0
+    assert load_campaign(_write(tmp_path, text.replace("cases_per_run: 50", "cases_per_run: 200"))).batch.cases_per_run == 200
+    with pytest.raises(AlqaInputError, match="batch.cases_per_run"):
+        load_campaign(_write(tmp_path, text.replace("cases_per_run: 50", "cases_per_run: 0")))
+    with pytest.raises(AlqaInputError, match="submissions.max_tick_seconds"):
+        load_campaign(_write(tmp_path, text.replace("max_tick_seconds: 20.0", "max_tick_seconds: 0")))

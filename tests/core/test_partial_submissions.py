@@ -213,3 +213,28 @@ def test_entries_waiting_for_their_ingest_take_no_batch_slot(tmp_path):
     result = process_inbox(layout, catalog, {"c1", "late0", "late1", "late2"}, T, one_per_tick, 0, settle_seconds=0)
     assert [r["case_id"] for r in result.accepted] == ["c1"] and len(result.deferred) == 3
     assert all(e.meta_path.exists() for e in waiting)  # still in the inbox, neither rejected nor lost
+
+
+def test_a_tick_takes_no_entry_once_its_time_budget_is_spent_and_the_rest_wait(tmp_path):
+    from itertools import count
+
+    from alqa_core.annotation.intake import process_inbox
+    from alqa_core.config.campaign import SubmissionConfig
+
+    layout, _ = _workspace(tmp_path)
+    catalog = Catalog(layout.catalog)
+    for i in range(4):
+        src = tmp_path / f"rev{i}.nii.gz"
+        rev = _revision_on([2, 9])
+        rev[0, 0, 2] = i  # four distinct files
+        write_nifti(src, rev, AFF)
+        write_submission(layout.inbox, "c1", f"dr_{i}", src, annotated_slices=(2, 9))
+    # a clock that advances one second each time it is read: the budget is spent after the third entry
+    ticks = count()
+    result = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(max_tick_seconds=2.5), 0, settle_seconds=0, clock=lambda: float(next(ticks)))
+    assert len(result.rows) == 3 and result.out_of_time and result.remaining
+    assert len(scan_inbox(layout.inbox, settle_seconds=0)) == 1  # the fourth waits in the inbox, untouched
+    # a budget smaller than one entry still takes one entry per tick, so a slow entry never stalls the inbox
+    rest = process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(max_tick_seconds=1e-9), 0, settle_seconds=0, clock=lambda: float(next(ticks)))
+    assert len(rest.rows) == 1 and not rest.remaining and scan_inbox(layout.inbox, settle_seconds=0) == []
+    assert sorted(catalog.read("submissions").annotator) == ["dr_0", "dr_1", "dr_2", "dr_3"]  # every one recorded once

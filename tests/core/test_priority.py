@@ -9,7 +9,17 @@ import pandas as pd
 import pytest
 
 from alqa_core.annotation.inbox import SubmissionMeta
-from alqa_core.annotation.priority import CaseAttentionSummary, OrganAttention, queue_budget, rank_cases, select_queue, stop_rule, summaries_from_records
+from alqa_core.annotation.priority import (
+    CaseAttentionSummary,
+    OrganAttention,
+    queue_budget,
+    rank_attention_rows,
+    rank_cases,
+    rank_frame,
+    select_queue,
+    stop_rule,
+    summaries_from_records,
+)
 from alqa_core.attention.compute import compute_attention
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
@@ -142,3 +152,47 @@ def test_from_attention_through_the_catalog_to_the_queue(tmp_path):
     catalog.write("queue", "round=0", pd.DataFrame(q.to_records(round_index=0)))
     back = catalog.query("SELECT case_id FROM queue ORDER BY position")["case_id"].tolist()
     assert back == ["large", "mid"]
+
+
+def _attention_rows(n_cases: int, seed: int) -> pd.DataFrame:
+    """attention_organ-like rows: some organs unscored, many zeros, exact ties, a case with no scored organ, shuffled."""
+    rng = np.random.default_rng(seed)
+    organs = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "pancreas"]
+    frame = pd.DataFrame({
+        "case_id": np.repeat([f"c{i:04d}" for i in range(n_cases)], len(organs)),
+        "round": 0,
+        "dataset": np.repeat(rng.choice(["ds1", "ds2", ""], n_cases), len(organs)),
+        "organ": np.tile(organs, n_cases),
+        "scored": rng.random(n_cases * len(organs)) > 0.2,
+    })
+    for m in ("relative_per_cm", "attention_ml"):
+        values = np.where(rng.random(len(frame)) > 0.5, rng.choice([0.25, 0.5, rng.random()], len(frame)), 0.0)
+        frame[m] = values
+    frame.loc[frame.case_id == "c0003", "scored"] = False
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("measure", ["relative_per_cm", "attention_ml"])
+def test_vectorised_ranking_equals_the_object_ranking(measure):
+    rows = _attention_rows(400, seed=3)
+    datasets = {"c0001": "from_cases_table"}
+    old = rank_cases(summaries_from_records(rows.to_dict(orient="records"), datasets), measure=measure)
+    new = rank_attention_rows(rows, measure=measure, datasets=datasets)
+    assert new == old  # same order, ties, organs in order, datasets, and bit-identical scores
+    assert new.entry("c0003").score == 0 and new.entry("c0003").organs == ()
+    frame = rank_frame(rows, measure=measure, datasets=datasets)
+    assert frame["rank"].tolist() == list(range(1, 401)) and frame.case_id.tolist() == list(old.case_ids)
+    assert [tuple(o) for o in frame.organs] == [e.organs for e in old.entries]
+
+
+def test_vectorised_ranking_refuses_bad_rows():
+    rows = _attention_rows(5, seed=1)
+    assert rank_frame(rows.iloc[0:0]).empty
+    bad = rows.copy()
+    bad.loc[bad.scored.idxmax(), "relative_per_cm"] = float("nan")
+    with pytest.raises(AlqaInputError, match="finite"):
+        rank_frame(bad)
+    with pytest.raises(AlqaInputError, match="twice"):
+        rank_frame(pd.concat([rows, rows.iloc[:1]]))
+    with pytest.raises(AlqaInputError, match="measure"):
+        rank_frame(rows, measure="size")

@@ -43,8 +43,17 @@ def test_ingest_assets_over_a_partition_range(tmp_path, phantom_campaign, instan
     assert set(liver_cases.annotated_organs) <= {"liver"}
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["checked"].value == len(case_ids)
-    md = mats[0].metadata
+    # one summary event per run and asset, not metadata per case: its first rows link each case's preview by path
+    observations = [e.asset_observation_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    summary = {o.asset_key.path[-1]: o.metadata for o in observations}
+    assert sorted(summary) == ["original_labels", "preprocessed_volumes", "raw_scans"] and len(observations) == 3
+    md = summary["raw_scans"]
+    assert md["cases_done"].value == len(case_ids) and md["refused"].value == 0
+    rows = md["per_case"].value.records
+    assert [r.data["case_id"] for r in rows] == case_ids
     # previews are PNG files in the workspace, linked by path (no anatomy images in the event database)
-    preview = md["preview"].value
+    preview = rows[0].data["preview"]
     assert preview.startswith(str(ws / "previews" / "raw_scans")) and open(preview, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert not [k for k, v in md.items() if isinstance(v.value, str) and "data:image" in v.value]
+    assert not any("data:image" in str(v.value) for o in observations for v in o.metadata.values())
+    # the per-case materializations carry no per-case metadata payload (the catalog has the facts)
+    assert all(set(m.metadata) <= {"files"} for m in mats)

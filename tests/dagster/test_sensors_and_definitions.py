@@ -43,6 +43,22 @@ def test_new_case_files_add_partitions_and_one_batched_run(tmp_path, phantom_cam
     assert later.run_requests[0].run_key != run.run_key
 
 
+def test_new_cases_are_ingested_in_runs_of_batch_cases_per_run(tmp_path, phantom_campaign, instance):
+    cfg_path = campaign_yaml(tmp_path, phantom_campaign)
+    cfg_path.write_text(cfg_path.read_text().replace("cases_per_run: 50", "cases_per_run: 2"))
+    with dg.build_sensor_context(instance=instance, resources=make_resources(cfg_path)) as ctx:
+        found = new_cases_sensor(ctx)
+    [add] = found.dynamic_partitions_requests
+    keys = list(add.partition_keys)
+    instance.add_dynamic_partitions("cases", keys)
+    # runs of at most 2 cases, each a contiguous range of the partitions in the order they were added, covering all
+    ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in found.run_requests]
+    order = instance.get_dynamic_partitions("cases")
+    covered = [order[order.index(a) : order.index(b) + 1] for a, b in ranges]
+    assert len(keys) == 5 and [len(c) for c in covered] == [2, 2, 1] and [k for c in covered for k in c] == keys
+    assert len({r.run_key for r in found.run_requests}) == 3
+
+
 def test_cli_init_submit_confirm_status(tmp_path, phantom_campaign, monkeypatch, capsys):
     assert alqa(["init", str(tmp_path / "c.yaml"), "--dataset", str(phantom_campaign / "datasets" / "x")]) == 0
     assert alqa(["init", str(tmp_path / "c.yaml")]) == 2  # never overwrites
