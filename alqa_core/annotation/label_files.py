@@ -140,7 +140,10 @@ def read_submitted_label(
         array, affine = _from_seg_nrrd(path, table, names)
         if suffix == ".seg.nrrd":  # Slicer crops a segmentation to its extent; a NIfTI or plain NRRD must be on the grid
             array, affine = _on_reference(array, affine, reference)
-    return LabelMap(np.ascontiguousarray(array), affine)
+    # contiguous in either order: NIfTI's arrays come Fortran-ordered, and reordering a 512x512x300
+    # label into C order cost 1 s of a submissions tick for nothing downstream needs
+    contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+    return LabelMap(array if contiguous else np.ascontiguousarray(array), affine)
 
 
 __all__ = ["LABEL_SUFFIXES", "label_suffix", "read_submitted_label"]

@@ -39,8 +39,33 @@ class Verdict:
 
 
 def _centroid_x_mm(mask: np.ndarray, affine: np.ndarray) -> float:
-    idx = np.argwhere(mask).mean(axis=0)
+    """The mask's centroid along world x: the mean voxel index per axis from the mask's per-axis
+    counts (three reductions, no coordinate list: ``argwhere`` took 0.5 s on a 512x512x300 label)."""
+    n = np.count_nonzero(mask)
+    idx = [
+        float(np.arange(mask.shape[a]) @ np.count_nonzero(mask, axis=tuple(b for b in range(mask.ndim) if b != a))) / n
+        for a in range(mask.ndim)
+    ]
     return float((affine @ np.append(idx, 1.0))[0])
+
+
+def _value_counts(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values present and their voxel counts, as ``np.unique(..., return_counts=True)`` gives them.
+
+    Label maps are uint8 here: ``bincount`` over 1 Mi-voxel chunks of the array in its own memory
+    order (each chunk's int64 cast stays in cache) took 0.1 s on a 512x512x300 label, where
+    ``np.unique``'s flatten and sort took 1.7 s and one whole-array ``bincount`` 0.6 s."""
+    if arr.dtype.kind not in "ub" or arr.dtype.itemsize > 2:
+        return np.unique(arr, return_counts=True)
+    flat = arr.ravel(order="K")
+    counts = np.zeros(256 ** arr.dtype.itemsize if arr.dtype.kind == "u" else 2, np.int64)
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        counts += np.bincount(flat[start : start + _CHUNK_VOXELS], minlength=counts.size)
+    values = np.flatnonzero(counts)
+    return values, counts[values]
+
+
+_CHUNK_VOXELS = 1 << 20
 
 
 def check_revision(
@@ -55,13 +80,13 @@ def check_revision(
         )
         return reasons, flags, {}
     arr = np.asarray(label.array)
-    values, counts = np.unique(arr, return_counts=True)
+    values, counts = _value_counts(arr)
     unknown = sorted(int(v) for v in values if v != 0 and int(v) not in table.values)
     if unknown:
         reasons.append(f"label values {unknown} are not in the organ table {list(table.values)}")
     voxels = {table.name_of(int(v)): int(c) for v, c in zip(values, counts) if int(v) in table.values}
     if pseudo is not None:
-        pv, pc = np.unique(np.asarray(pseudo.array), return_counts=True)
+        pv, pc = _value_counts(np.asarray(pseudo.array))
         before = {table.name_of(int(v)): int(c) for v, c in zip(pv, pc) if int(v) in table.values}
         emptied = sorted(o for o in before if voxels.get(o, 0) == 0 and o not in set(emptied_organs))
         if emptied:
