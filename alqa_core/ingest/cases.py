@@ -27,7 +27,7 @@ from alqa_core.io.atomic import atomic_write_bytes, atomic_write_text
 from alqa_core.io.nifti import read_ct, read_grid, read_label, write_ct, write_label, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, ClassMap, OrganTable, class_map_preset, identity_class_map
 from alqa_core.render import render_overview
-from alqa_core.volume import LabelMap
+from alqa_core.volume import LabelMap, label_value_counts
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -155,7 +155,7 @@ def ingest_label(case: CaseRecord, dataset: DatasetRecord, table: OrganTable, ra
     else:
         label, annotated, unmapped = report.label, report.annotated_organs, report.unmapped_voxels
     write_label(out_path, label)
-    values, counts = np.unique(np.asarray(label.array), return_counts=True)
+    values, counts = label_value_counts(label.array)
     voxels = {table.name_of(int(v)): int(c) for v, c in zip(values, counts) if int(v) in table.values}
     return LabelSummary(
         case.case_id,
