@@ -48,7 +48,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from alqa_core.annotation.inbox import write_submission
+    from alqa_core.annotation.intake.inbox import write_submission
 
     layout = _layout()
     slices = _parse_slices(args.slices)
@@ -65,7 +65,7 @@ def cmd_submit(args) -> int:
 
 def _package(layout, case_id: str, package_id: str | None, required: bool) -> str:
     """The package a submission answers: the one named, else the case's newest ("" if it was never queued)."""
-    from alqa_core.annotation.packages import find_package, newest_package
+    from alqa_core.annotation.queue.packages import find_package, newest_package
 
     if package_id:
         return find_package(layout, case_id, package_id).package_id
@@ -77,7 +77,7 @@ def _package(layout, case_id: str, package_id: str | None, required: bool) -> st
 
 def _wait(layout, entry_name: str, seconds: float) -> int:
     """Poll the catalog until the submissions sensor recorded a verdict on the entry; print it."""
-    from alqa_core.annotation.intake import verdict_of
+    from alqa_core.annotation.intake.process import verdict_of
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -109,7 +109,7 @@ def _parse_slices(text: str | None) -> tuple[int, ...]:
 
 
 def cmd_confirm(args) -> int:
-    from alqa_core.annotation.inbox import write_submission
+    from alqa_core.annotation.intake.inbox import write_submission
 
     layout = _layout()
     package = _package(layout, args.case, args.package, required=True)
@@ -119,7 +119,7 @@ def cmd_confirm(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from alqa_core.annotation.status import campaign_status
+    from alqa_core.annotation.labelled.status import campaign_status
 
     print(campaign_status(_layout()).render())
     return 0
@@ -215,7 +215,7 @@ def cmd_pull_dicomweb(args) -> int:
 def cmd_simulate(args) -> int:
     from alqa_core.catalog import Catalog
     from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
-    from alqa_core.simulator.run import run_simulation, simulation_config
+    from alqa_core.simulator.trained.run import run_simulation, simulation_config
     from alqa_core.workspace import validate_case_id
 
     validate_case_id(args.name)  # the catalog partition: check it before hours of simulation
@@ -249,9 +249,9 @@ def cmd_simulate(args) -> int:
 
 
 def _simulate_error_model(args) -> int:
-    """``alqa simulate --members error-model``: error-model ensembles, no training (alqa_core.simulator.evidence)."""
+    """``alqa simulate --members error-model``: error-model ensembles, no training (alqa_core.simulator.error_model.evidence)."""
     from alqa_core.catalog import Catalog
-    from alqa_core.simulator.run import evidence_config, run_evidence_simulation
+    from alqa_core.simulator.error_model.run import evidence_config, run_evidence_simulation
 
     strategies = [s.strip() for s in (args.strategies or "attention,outliers,uss,fg_random").split(",") if s.strip()]
     config = evidence_config(
@@ -278,7 +278,7 @@ def cmd_serve(args) -> int:
     check_bind(args.host, not args.no_auth)  # before anything is loaded
     local = (args.annotator or getpass.getuser()) if args.no_auth else ""
     if local:
-        from alqa_core.annotation.annotators import validate_annotator
+        from alqa_core.annotation.intake.annotators import validate_annotator
 
         validate_annotator(local)
     settings = ServeSettings(_layout(), _config(), auth=not args.no_auth, local_annotator=local, token_hours=args.token_hours)
@@ -287,7 +287,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_annotators(args) -> int:
-    from alqa_core.annotation.annotators import add_annotator, list_annotators, revoke_annotator
+    from alqa_core.annotation.intake.annotators import add_annotator, list_annotators, revoke_annotator
 
     folder = _layout().annotators
     if args.action in ("add", "revoke") and not args.name:

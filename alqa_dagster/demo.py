@@ -59,7 +59,7 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
         progress("ingested every case: raw_scans, original_labels, preprocessed_volumes (one batched run)")
         progress(f"round 0: training {', '.join(a.name for a in cfg.architectures)} (tiny) -> predictions -> attention -> priority -> queue; this takes a few minutes")
         materialize(instance, ROUND_ASSETS, full_range(instance))
-        from alqa_core.annotation.status import campaign_status
+        from alqa_core.annotation.labelled.status import campaign_status
         from alqa_core.workspace import WorkspaceLayout
 
         status = campaign_status(WorkspaceLayout(cfg.workspace_root))

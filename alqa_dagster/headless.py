@@ -12,7 +12,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from alqa_core.annotation.rounds import close_round
+from alqa_core.annotation.labelled.rounds import close_round
 from alqa_core.case_errors import INGEST_STAGES, failed_cases, open_case_errors, source_fingerprint
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
@@ -78,7 +78,7 @@ def run_round(layout: WorkspaceLayout, chunk: int = 50) -> int:
     """The next round: training (once), per-case predictions/attention/reassembly (in chunks), then ranking and the queue."""
     import dagster as dg
 
-    from alqa_core.annotation.status import campaign_status
+    from alqa_core.annotation.labelled.status import campaign_status
     from alqa_core.rounds import current_round
     from alqa_core.training.round_start import next_round
     from alqa_dagster.defs.automation import ROUND_TAG

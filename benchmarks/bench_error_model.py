@@ -1,9 +1,9 @@
 """Cost of one error-model case against making its phantom ground truth (the baseline, same process).
 
 Per case, the error-model campaign generates the phantom (labels cropped to the organs),
-makes the members (:func:`alqa_core.simulator.error_model.make_members`), then the pseudo
+makes the members (:func:`alqa_core.simulator.error_model.members.make_members`), then the pseudo
 label, Eq. 1-4 attention, the uncertainty curves, the round-0 labelled dataset and the
-Table 1 scores (:func:`alqa_core.simulator.evidence_cases.prepare_case`). Printed: median
+Table 1 scores (:func:`alqa_core.simulator.error_model.cases.prepare_case`). Printed: median
 seconds of each and their ratio to generating the phantom, and the cases per minute on one
 core (the campaign runs ``--workers`` processes).
 
@@ -20,9 +20,9 @@ import numpy as np
 
 from alqa_core.organs import DEFAULT_ORGAN_TABLE
 from alqa_core.phantoms.generate import generate_case
-from alqa_core.simulator.error_model import ErrorModelConfig, make_members
-from alqa_core.simulator.evidence import TUNED_ATTENTION
-from alqa_core.simulator.evidence_cases import ground_truth, phantom_sources, prepare_case
+from alqa_core.simulator.error_model.members import ErrorModelConfig, make_members
+from alqa_core.simulator.error_model.evidence import TUNED_ATTENTION
+from alqa_core.simulator.error_model.cases import ground_truth, phantom_sources, prepare_case
 
 
 def _median(fn, items) -> float:

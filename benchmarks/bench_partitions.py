@@ -151,7 +151,7 @@ def attention_rows(case_ids: list[str], seed: int = ORGANS_SEED) -> pd.DataFrame
 
 
 def priority(n: int) -> None:
-    from alqa_core.annotation.priority import rank_cases, rank_frame, summaries_from_records
+    from alqa_core.annotation.queue.priority import rank_cases, rank_frame, summaries_from_records
 
     rows = attention_rows([f"Case{i:06d}" for i in range(n)])
     t = time.perf_counter()
@@ -167,7 +167,7 @@ def priority(n: int) -> None:
 
 def queue(root: Path, n: int) -> None:
     """priority_for_round and queue_round over ``n`` cases written per case into the catalog, as the assets do."""
-    from alqa_core.annotation.queue import priority_for_round, queue_round
+    from alqa_core.annotation.queue.round_queue import priority_for_round, queue_round
     from alqa_core.catalog import Catalog
     from alqa_core.config.campaign import load_campaign
     from alqa_core.config.template import write_template

@@ -90,8 +90,8 @@ def _timed(times: dict, name: str, fn, *args):
 
 def baseline(cfg_path: Path, scratch: Path) -> dict[str, float]:
     """Seconds per asset of the core functions the round's assets and checks call, over every case, in this process."""
-    from alqa_core.annotation.labelled import reassemble_cases
-    from alqa_core.annotation.queue import priority_for_round, queue_round
+    from alqa_core.annotation.labelled.reassemble_cases import reassemble_cases
+    from alqa_core.annotation.queue.round_queue import priority_for_round, queue_round
     from alqa_core.attention.case import attention_for_cases
     from alqa_core.case_errors import failed_cases, run_per_case
     from alqa_core.catalog import Catalog

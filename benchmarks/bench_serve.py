@@ -36,10 +36,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from alqa_core.annotation.annotators import add_annotator  # noqa: E402
-from alqa_core.annotation.inbox import write_submission  # noqa: E402
-from alqa_core.annotation.work_package import write_work_package  # noqa: E402
-from alqa_core.annotation.worklist import read_worklist  # noqa: E402
+from alqa_core.annotation.intake.annotators import add_annotator  # noqa: E402
+from alqa_core.annotation.intake.inbox import write_submission  # noqa: E402
+from alqa_core.annotation.queue.work_package import write_work_package  # noqa: E402
+from alqa_core.annotation.intake.worklist import read_worklist  # noqa: E402
 from alqa_core.catalog import Catalog  # noqa: E402
 from alqa_core.config.campaign import load_campaign  # noqa: E402
 from alqa_core.config.template import write_template  # noqa: E402

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alqa_core.annotation.work_package import write_work_package
+from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.config.template import write_template
 from alqa_core.io.nifti import read_ct, read_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from alqa_core.annotation.inbox import scan_inbox, write_submission
-from alqa_core.annotation.packages import package_of, package_pseudo_label
-from alqa_core.annotation.validation import validate_entry
-from alqa_core.annotation.work_package import write_work_package
+from alqa_core.annotation.intake.inbox import scan_inbox, write_submission
+from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
+from alqa_core.annotation.intake.validation import validate_entry
+from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.config.campaign import load_campaign
 from alqa_core.config.template import write_template
 from alqa_core.io.nifti import read_grid, write_ct, write_nifti

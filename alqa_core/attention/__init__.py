@@ -3,7 +3,7 @@
 - :mod:`.constants`: the entropy table and integer levels derived from :class:`alqa_core.config.AttentionConfig`;
 - :mod:`.kernel`: Eq. 1-3 on the stored uint8 values, touching only voxels that can carry attention;
   :mod:`.kernel_jit` (+ :mod:`.kernel_jit_band`) compiles it with numba (the default), :mod:`.kernel_torch`
-  runs it with torch (GPU);
+  runs it with torch (GPU); :mod:`.organ_stats` holds what every backend returns for one organ;
 - :mod:`.cleaning`: erosion then dilation, defined in millimetres;
 - :mod:`.size`: attention size per case, organ and axial slice;
 - :mod:`.compute`: :func:`compute_attention` and :func:`attention_from_predictions`;
@@ -21,10 +21,11 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "cleaning": ["CONNECTIVITY_26", "clean_mask", "clean_voxels", "ellipsoid_structure", "is_noop", "voxel_cube_structure"],
         "compute": ["AttentionResult", "attention_from_predictions", "compute_attention"],
         "constants": ["HIGH_U8", "QuietLevels", "entropy_lut", "quiet_levels", "std_threshold_int"],
-        "kernel": ["AUTO_NUMBA_MIN_BYTES", "BACKENDS", "CHUNK_WORDS", "DENSE_FRACTION", "OVERLAP_SLICE_VOXELS", "OrganStats", "organ_statistics", "resolve_backend"],
+        "kernel": ["AUTO_NUMBA_MIN_BYTES", "BACKENDS", "CHUNK_WORDS", "DENSE_FRACTION", "OVERLAP_SLICE_VOXELS", "organ_statistics", "resolve_backend"],
         "kernel_jit": ["BAND_WORDS", "JIT_CHUNK_WORDS", "active_words", "entropy_tables", "organ_statistics_jit", "split_by_organ"],
         "kernel_jit_band": ["band_stats"],
         "kernel_torch": ["attention_device", "organ_statistics_torch"],
+        "organ_stats": ["OrganStats"],
         "size": ["AttentionRecords", "AttentionSize", "OrganAttentionSize", "organ_size", "unscored_size"],
     },
 )

@@ -27,7 +27,8 @@ from typing import Collection, Sequence
 import numpy as np
 
 from alqa_core.attention.cleaning import clean_voxels, ellipsoid_structure
-from alqa_core.attention.kernel import OrganStats, organ_statistics
+from alqa_core.attention.kernel import organ_statistics
+from alqa_core.attention.organ_stats import OrganStats
 from alqa_core.attention.size import AttentionSize, organ_size, unscored_size
 from alqa_core.config.sections import AttentionConfig
 from alqa_core.errors import AlqaInputError

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from alqa_core.attention.constants import entropy_lut, quiet_levels, std_threshold_int
+from alqa_core.attention.organ_stats import OrganStats
 from alqa_core.config.sections import AttentionConfig
 
 #: Words per chunk of pass 1: 16384 words = 128 KiB per (member, organ) row.
@@ -57,25 +57,6 @@ _ONES = np.uint64(0x0101010101010101)
 _BIAS = np.uint64(0x7E7E7E7E7E7E7E7E)  # a lane count c >= 2 iff c + 0x7E has bit 7 set (c <= 129)
 _HIGHS = np.uint64(0x8080808080808080)
 _SEVEN = np.uint64(7)
-
-
-@dataclass(frozen=True, eq=False)
-class OrganStats:
-    """Eq. 1-3 of one organ, sparse. Off everywhere outside ``band`` / ``overlap``.
-
-    ``band``: sorted flat voxel indices where Eq. 1-2 were evaluated; the
-    other arrays but ``overlap`` are aligned with it. ``overlap``: sorted flat
-    voxel indices where Eq. 3 is 1. ``organ_voxels``: voxels where the mean
-    over covering members is > 0.5.
-    """
-
-    band: np.ndarray
-    inconsistent: np.ndarray
-    uncertain: np.ndarray
-    std: np.ndarray
-    entropy: np.ndarray
-    overlap: np.ndarray
-    organ_voxels: int
 
 
 class _Positions:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from alqa_core.attention.constants import entropy_lut, quiet_levels, std_threshold_int
-from alqa_core.attention.kernel import OrganStats
+from alqa_core.attention.organ_stats import OrganStats
 from alqa_core.config.sections import AttentionConfig
 from alqa_core.errors import AlqaInputError
 

@@ -17,6 +17,6 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "overlap": ["organ_dice"],
         "report": ["compare_rounds", "evaluate_round", "summary_frame"],
         "segmentation": ["DEFAULT_TOLERANCE_MM", "OrganMetrics", "SurfaceDistances", "evaluate_case", "mask_metrics", "surface_distances", "to_records"],
-        "statistics": ["Description", "MetricSummary", "PairedTest", "SEGMENTATION_METRICS", "describe", "paired_tests", "summarize"],
+        "statistics": ["Description", "MetricSummary", "PAIRED_COLUMNS", "PairedTest", "SEGMENTATION_METRICS", "describe", "paired_tests", "summarize"],
     },
 )

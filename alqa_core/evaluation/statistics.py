@@ -21,6 +21,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
+#: Columns of a table of paired tests between strategies (or rounds) on the same cases, one row per (strategy, baseline, round).
+PAIRED_COLUMNS = ("strategy", "baseline", "round", "n", "mean_diff", "t", "p_t", "w", "p_wilcoxon")
+
 #: The metrics :func:`summarize` reports for OrganMetrics by default.
 SEGMENTATION_METRICS = ("dice", "nsd", "hd95_mm", "hd_mm", "msd_mm", "rve")
 
@@ -133,6 +136,7 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> PairedTest:
 
 
 __all__ = [
+    "PAIRED_COLUMNS",
     "SEGMENTATION_METRICS",
     "Description",
     "MetricSummary",

@@ -6,7 +6,7 @@
 - :mod:`.regressor`: MONAI ResNet-18 regressing the grade (torch);
 - :mod:`.pipeline`: QA on the workspace (montages per case, the regressor's training set, scores).
 
-The outlier queue that puts failures first is a queue strategy: :mod:`alqa_core.annotation.outliers`.
+The outlier queue that puts failures first is a queue strategy: :mod:`alqa_core.annotation.queue.outliers`.
 """
 
 import lazy_loader as lazy

@@ -6,16 +6,16 @@ else, so what they measure is the platform's own selection:
 
 - **attention**: :func:`alqa_core.attention.compute.attention_from_predictions`
   (what ``attention_maps`` runs, through :func:`alqa_core.attention.case.case_attention`);
-- **priority list**: :func:`alqa_core.annotation.queue.priority_from_attention`
+- **priority list**: :func:`alqa_core.annotation.queue.round_queue.priority_from_attention`
   over ``attention_organ`` rows (what ``priority_list`` runs);
-- **queue**: :func:`alqa_core.annotation.queue.queue_for_round` (what
+- **queue**: :func:`alqa_core.annotation.queue.round_queue.queue_for_round` (what
   ``annotation_queue`` runs), attention priority or QA outliers first;
 - **slice and volume strategies**: :func:`alqa_core.strategies.selection.select`;
-- **answers**: a :class:`~alqa_core.annotation.reassembly.Revision` as the
+- **answers**: a :class:`~alqa_core.annotation.labelled.reassembly.Revision` as the
   submissions sensor makes it; a slice-level answer goes through
-  :func:`alqa_core.annotation.validation.apply_slice_revision`, as
+  :func:`alqa_core.annotation.intake.validation.apply_slice_revision`, as
   ``alqa submit --slices`` does;
-- **reassembly**: :func:`alqa_core.annotation.reassembly.reassemble`
+- **reassembly**: :func:`alqa_core.annotation.labelled.reassembly.reassemble`
   (what ``reassembled_labels`` runs, through ``reassemble_case``).
 
 Effort: the platform's queue budgets cases (a fraction or a count); the
@@ -32,10 +32,10 @@ from typing import Collection, Mapping, Sequence
 
 import pandas as pd
 
-from alqa_core.annotation.priority import AnnotationQueue, PriorityList
-from alqa_core.annotation.queue import priority_from_attention, queue_for_round
-from alqa_core.annotation.reassembly import ReassembledLabel, Revision, reassemble
-from alqa_core.annotation.validation import apply_slice_revision
+from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList
+from alqa_core.annotation.queue.round_queue import priority_from_attention, queue_for_round
+from alqa_core.annotation.labelled.reassembly import ReassembledLabel, Revision, reassemble
+from alqa_core.annotation.intake.validation import apply_slice_revision
 from alqa_core.attention.compute import AttentionResult, attention_from_predictions
 from alqa_core.config.campaign import BudgetConfig
 from alqa_core.config.sections import AttentionConfig

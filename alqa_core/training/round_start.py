@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from alqa_core.annotation.rounds import reviewed_cases, revised_slices
+from alqa_core.annotation.labelled.rounds import reviewed_cases, revised_slices
 from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig

@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from alqa_core.annotation.inbox import submitted_slices
+from alqa_core.annotation.intake.inbox import submitted_slices
 from alqa_core.io.hashing import file_sha256, is_sha256_hex
 from alqa_core.organs import OrganTable
 from alqa_core.workspace import WorkspaceLayout

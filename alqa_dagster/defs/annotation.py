@@ -5,10 +5,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.annotation.effort import submission_efforts
-from alqa_core.annotation.labelled import reassemble_cases
-from alqa_core.annotation.queue import priority_for_round, queue_round
-from alqa_core.annotation.revisions import revisions_of, write_revised_label
+from alqa_core.annotation.labelled.effort import submission_efforts
+from alqa_core.annotation.labelled.reassemble_cases import reassemble_cases
+from alqa_core.annotation.queue.round_queue import priority_for_round, queue_round
+from alqa_core.annotation.labelled.revisions import revisions_of, write_revised_label
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import numbers, png_markdown, run_summary, table
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.annotation.intake import process_inbox
-from alqa_core.annotation.rounds import accepted_submissions, awaiting_reassembly, close_round, round_state
+from alqa_core.annotation.intake.process import process_inbox
+from alqa_core.annotation.labelled.rounds import accepted_submissions, awaiting_reassembly, close_round, round_state
 from alqa_core.case_errors import INGEST_STAGES, open_case_errors, source_fingerprint
 from alqa_core.ingest.cases import index_campaign
 from alqa_core.rounds import IN_FLIGHT, current_round, latest_round

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.labelled.rounds import round_state
 from alqa_core.case_errors import failed_cases
 from alqa_core.checks import grid_mismatches, unknown_label_values
 from alqa_core.rounds import current_round

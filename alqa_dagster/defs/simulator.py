@@ -13,7 +13,7 @@ class SimulationSettings(dg.Config):
     name: str = "default"
     #: a phantom campaign root; empty = the phantom campaign behind this campaign's datasets
     campaign_root: str = ""
-    strategies: list[str] = ["attention", "uss", "outliers", "fg_random"]  # alqa_core.simulator.run.DEFAULT_STRATEGIES
+    strategies: list[str] = ["attention", "uss", "outliers", "fg_random"]  # alqa_core.simulator.trained.run.DEFAULT_STRATEGIES
     rounds: int = 3
     #: effort units per round (a whole volume of K slices costs 1 + (K-1)/3)
     budget_per_round: float = 30.0
@@ -44,7 +44,7 @@ def campaign_simulation(
     context: dg.AssetExecutionContext, config: SimulationSettings, campaign: CampaignResource,
     workspace: WorkspaceResource, catalog: CatalogResource, device: DeviceResource,
 ) -> dg.MaterializeResult:
-    from alqa_core.simulator.run import phantom_root_of, run_simulation, simulation_config  # torch: only in the step that runs it
+    from alqa_core.simulator.trained.run import phantom_root_of, run_simulation, simulation_config  # torch: only in the step that runs it
 
     cfg, layout = campaign.config(), workspace.layout()
     if config.members == "error-model":
@@ -68,8 +68,8 @@ def campaign_simulation(
 
 
 def _error_model_simulation(context, config: SimulationSettings, layout, catalog: CatalogResource) -> dg.MaterializeResult:
-    from alqa_core.simulator.evidence import HEADLINE_DEPTH
-    from alqa_core.simulator.run import evidence_config, run_evidence_simulation
+    from alqa_core.simulator.error_model.evidence import HEADLINE_DEPTH
+    from alqa_core.simulator.error_model.run import evidence_config, run_evidence_simulation
 
     settings = evidence_config(n_cases=config.cases, seeds=config.seeds, rounds=config.rounds, strategies=config.strategies,
                                budget_per_round=config.error_model_budget or None, workers=config.workers)

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from alqa_core.annotation.annotators import list_annotators
+from alqa_core.annotation.intake.annotators import list_annotators
 from alqa_dagster.serve import auth, monai, worklist
 from alqa_dagster.serve.state import ServeSettings, ServeState, is_loopback
 

@@ -21,7 +21,7 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
-from alqa_core.annotation.annotators import active_annotator, verify_secret
+from alqa_core.annotation.intake.annotators import active_annotator, verify_secret
 from alqa_dagster.serve.state import ServeState, is_loopback
 
 router = APIRouter()

@@ -1,7 +1,7 @@
 """The files the server hands out: package images and pseudo labels, MONAI Label's multipart infer answer, package zips.
 
 Label files go out with values 1..N in organ-table order, as 3D Slicer's
-MONAI Label module imports them (:mod:`alqa_core.annotation.segments`): for
+MONAI Label module imports them (:mod:`alqa_core.annotation.intake.segments`): for
 the default table that is the file itself, byte for byte; otherwise a
 remapped copy made in memory (never written to the workspace).
 """
@@ -22,9 +22,9 @@ from fastapi import HTTPException
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
-from alqa_core.annotation.packages import find_package, newest_package
-from alqa_core.annotation.segments import is_positional, positional_names, to_positional
-from alqa_core.annotation.work_package import WorkPackage
+from alqa_core.annotation.queue.packages import find_package, newest_package
+from alqa_core.annotation.intake.segments import is_positional, positional_names, to_positional
+from alqa_core.annotation.queue.work_package import WorkPackage
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
 from alqa_core.rounds import current_round

@@ -21,9 +21,9 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.segments import label_values, needs_values, positional_names, segments_from_label_info
-from alqa_core.annotation.worklist import next_item
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.intake.segments import label_values, needs_values, positional_names, segments_from_label_info
+from alqa_core.annotation.intake.worklist import next_item
 from alqa_core.errors import AlqaInputError
 from alqa_core.rounds import IN_FLIGHT, latest_round
 from alqa_dagster.serve.auth import annotator, identify, state_of

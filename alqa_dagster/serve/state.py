@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from alqa_core.annotation.worklist import Worklist, read_worklist, worklist_fingerprint
+from alqa_core.annotation.intake.worklist import Worklist, read_worklist, worklist_fingerprint
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.workspace import WorkspaceLayout

@@ -19,7 +19,7 @@ import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from alqa_core.annotation.label_files import LABEL_SUFFIXES
+from alqa_core.annotation.intake.label_files import LABEL_SUFFIXES
 
 FIELD_LIMIT = 2**20
 

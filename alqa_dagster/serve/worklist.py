@@ -18,10 +18,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.packages import find_package
-from alqa_core.annotation.rounds import round_state
-from alqa_core.annotation.worklist import next_item
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.queue.packages import find_package
+from alqa_core.annotation.labelled.rounds import round_state
+from alqa_core.annotation.intake.worklist import next_item
 from alqa_core.errors import AlqaInputError
 from alqa_core.qa.grades import GRADE_NAMES, QAGrade, latest_grades, record_grade
 from alqa_dagster.serve.auth import annotator, state_of

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.packages import case_packages, newest_package
-from alqa_core.annotation.rounds import round_state
-from alqa_core.annotation.status import campaign_status
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.queue.packages import case_packages, newest_package
+from alqa_core.annotation.labelled.rounds import round_state
+from alqa_core.annotation.labelled.status import campaign_status
 from alqa_core.case_errors import open_case_errors
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign

@@ -9,8 +9,8 @@ import time
 import dagster as dg
 import pytest
 
-from alqa_core.annotation.packages import newest_package
-from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.queue.packages import newest_package
+from alqa_core.annotation.labelled.rounds import round_state
 from alqa_core.catalog import Catalog
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.cli import build_parser, main

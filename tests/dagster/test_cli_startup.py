@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from alqa_core.annotation.work_package import write_work_package
+from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.config.template import write_template
 from alqa_core.io.nifti import read_ct, read_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
@@ -87,7 +87,7 @@ def test_the_code_location_and_a_sensor_tick_import_no_torch_monai_or_numba(one_
 
 
 def test_the_simulation_asset_defaults_are_the_simulator_defaults():
-    from alqa_core.simulator.run import DEFAULT_STRATEGIES
+    from alqa_core.simulator.trained.run import DEFAULT_STRATEGIES
     from alqa_dagster.defs.simulator import SimulationSettings
 
     assert tuple(SimulationSettings().strategies) == DEFAULT_STRATEGIES

@@ -21,9 +21,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.packages import newest_package
-from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.queue.packages import newest_package
+from alqa_core.annotation.labelled.rounds import round_state
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
 from alqa_core.ingest.cases import index_campaign

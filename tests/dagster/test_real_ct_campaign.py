@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.labelled.rounds import round_state
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
 from alqa_core.export.nnunet import export_nnunet

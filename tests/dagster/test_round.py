@@ -11,10 +11,10 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.packages import newest_package
-from alqa_core.annotation.rounds import round_state
-from alqa_core.annotation.status import campaign_status
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.queue.packages import newest_package
+from alqa_core.annotation.labelled.rounds import round_state
+from alqa_core.annotation.labelled.status import campaign_status
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
 from alqa_core.config.sections import LR_FINE_TUNE

@@ -34,11 +34,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from alqa_core.annotation.inbox import submitted_segments
-from alqa_core.annotation.intake import verdict_of
-from alqa_core.annotation.label_files import read_submitted_label
-from alqa_core.annotation.packages import find_package
-from alqa_core.annotation.worklist import read_worklist
+from alqa_core.annotation.intake.inbox import submitted_segments
+from alqa_core.annotation.intake.process import verdict_of
+from alqa_core.annotation.intake.label_files import read_submitted_label
+from alqa_core.annotation.queue.packages import find_package
+from alqa_core.annotation.intake.worklist import read_worklist
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
 from alqa_core.ingest.cases import index_campaign

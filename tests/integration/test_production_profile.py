@@ -27,8 +27,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.rounds import round_state
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.labelled.rounds import round_state
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import load_campaign
 from alqa_core.config.template import write_template

@@ -172,7 +172,7 @@ def ingest_raw_scans(config_path: Path) -> list[str]:
 
 def queue_packages(config_path: Path, case_ids) -> dict[str, str]:
     """A work package per case, as a round's queue writes them (what a confirmation confirms); case -> package id."""
-    from alqa_core.annotation.work_package import write_work_package
+    from alqa_core.annotation.queue.work_package import write_work_package
     from alqa_core.config.campaign import load_campaign
     from alqa_core.io.nifti import read_ct
     from alqa_core.workspace import WorkspaceLayout

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alqa_core.annotation.inbox import SubmissionMeta, write_submission
-from alqa_core.annotation.intake import process_inbox
+from alqa_core.annotation.intake.inbox import SubmissionMeta, write_submission
+from alqa_core.annotation.intake.process import process_inbox
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.io.atomic import atomic_write_text

@@ -21,10 +21,10 @@ import time
 import numpy as np
 import pytest
 
-from alqa_core.annotation.inbox import write_submission
-from alqa_core.annotation.intake import process_inbox
-from alqa_core.annotation.reassembly import REVISION_RULE, reassemble
-from alqa_core.annotation.revisions import revisions_of
+from alqa_core.annotation.intake.inbox import write_submission
+from alqa_core.annotation.intake.process import process_inbox
+from alqa_core.annotation.labelled.reassembly import REVISION_RULE, reassemble
+from alqa_core.annotation.labelled.revisions import revisions_of
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.io.nifti import write_ct, write_label

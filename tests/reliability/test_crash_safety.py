@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.intake.inbox import write_submission
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import read_ct, write_ct
 from alqa_core.volume import CTVolume
@@ -160,7 +160,7 @@ INTAKE = textwrap.dedent(
     from pathlib import Path
     from alqa_core.catalog import Catalog
     from alqa_core.config.campaign import SubmissionConfig
-    from alqa_core.annotation.intake import process_inbox
+    from alqa_core.annotation.intake.process import process_inbox
     from alqa_core.organs import DEFAULT_ORGAN_TABLE
     from alqa_core.workspace import WorkspaceLayout
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from alqa_core.annotation.inbox import SubmissionMeta, scan_inbox
+from alqa_core.annotation.intake.inbox import SubmissionMeta, scan_inbox
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import write_label
 from alqa_core.volume import LabelMap

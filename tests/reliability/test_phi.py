@@ -29,8 +29,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from alqa_core.annotation.reassembly import reassemble
-from alqa_core.annotation.work_package import write_work_package
+from alqa_core.annotation.labelled.reassembly import reassemble
+from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig, DatasetSource
 from alqa_core.config.sections import PreprocessConfig

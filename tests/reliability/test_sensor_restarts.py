@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from alqa_core.annotation.inbox import write_submission
+from alqa_core.annotation.intake.inbox import write_submission
 from alqa_core.catalog import Catalog
 from alqa_core.io.nifti import write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
