@@ -39,8 +39,8 @@ import numba
 import numpy as np
 
 from alqa_core.attention.constants import entropy_lut, quiet_levels, std_threshold_int
-from alqa_core.attention.organ_stats import OrganStats
 from alqa_core.attention.kernel_jit_band import band_stats
+from alqa_core.attention.organ_stats import OrganStats
 from alqa_core.config.sections import AttentionConfig
 
 #: Words per chunk of pass 1: 8192 words = 64 KiB per (member, organ) row.

@@ -10,7 +10,7 @@ else, so what they measure is the platform's own selection:
   over ``attention_organ`` rows (what ``priority_list`` runs);
 - **queue**: :func:`alqa_core.annotation.queue.round_queue.queue_for_round` (what
   ``annotation_queue`` runs), attention priority or QA outliers first;
-- **slice and volume strategies**: :func:`alqa_core.strategies.selection.select`;
+- **slice and volume strategies**: :func:`alqa_core.strategies.registry.select`;
 - **answers**: a :class:`~alqa_core.annotation.labelled.reassembly.Revision` as the
   submissions sensor makes it; a slice-level answer goes through
   :func:`alqa_core.annotation.intake.validation.apply_slice_revision`, as
@@ -32,16 +32,17 @@ from typing import Collection, Mapping, Sequence
 
 import pandas as pd
 
+from alqa_core.annotation.intake.validation import apply_slice_revision
+from alqa_core.annotation.labelled.reassembly import ReassembledLabel, Revision, reassemble
 from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList
 from alqa_core.annotation.queue.round_queue import priority_from_attention, queue_for_round
-from alqa_core.annotation.labelled.reassembly import ReassembledLabel, Revision, reassemble
-from alqa_core.annotation.intake.validation import apply_slice_revision
 from alqa_core.attention.compute import AttentionResult, attention_from_predictions
 from alqa_core.config.campaign import BudgetConfig
 from alqa_core.config.sections import AttentionConfig
 from alqa_core.organs import OrganTable
 from alqa_core.strategies.effort_model import BUDGET_EPS, DEFAULT_EFFORT_MODEL, EffortModel
-from alqa_core.strategies.selection import Selection, select
+from alqa_core.strategies.registry import select
+from alqa_core.strategies.selection import Selection
 from alqa_core.strategies.uncertainty import CaseUncertainty
 from alqa_core.volume import LabelMap, SoftPrediction
 

@@ -1,50 +1,9 @@
-"""Query strategies: which slices or volumes to annotate next, at a fixed effort budget.
+"""What a query strategy returns, and the helpers every strategy shares (eligible cases, budget filling).
 
-The four strategies of 004_03246784a706ec26.txt §II.E, plus nnActive's
-foreground-aware random baseline. Each is a pure function
-
-    strategy(pool, budget, *, seed, exclude_cases, effort_model, ...) -> Selection
-
-of the pool's :class:`~alqa_core.strategies.uncertainty.CaseUncertainty`
-records (uncertainty curves, volume uncertainties, slice counts, predicted
-foreground, slices already annotated), a budget in effort units
-(:mod:`alqa_core.strategies.effort_model`: a case's first slice costs 1, each
-further slice of it 1/3), a seed, and case ids to leave out. Results do not
-depend on the order of ``pool``: cases are handled in ``case_id`` order and
-every random choice comes from ``numpy.random.default_rng(seed)``.
-
-- **USS** (uncertainty slice sampling): the candidates of every case (local
-  maxima of its slice-uncertainty curve, >= ``min_distance`` = 5 slices apart,
-  :func:`~alqa_core.strategies.uncertainty.candidate_slices`), ranked across
-  the whole pool by their uncertainty, highest first (ties: case_id, slice).
-  A candidate that is annotated already or closer than ``min_distance`` to an
-  annotated slice is not a peak. Once the pool's peaks are spent and budget
-  is left, USS goes on down each curve (:func:`uss_order`): the next most
-  uncertain open slices that keep ``min_distance`` from every slice picked or
-  annotated, then, in further passes, at half that distance, and so on down
-  to 1, each pass ranked across the pool. 004 adds a fixed N_S = Ñ/3 slices
-  per iteration, sized to the effort of the volume strategies, and ranks
-  them by uncertainty (its Fig. 4(d) shows "the lowest uncertainty among
-  selected ones"); the distance exists "to avoid selecting neighboring
-  slices". The peaks alone can run out (a pool of short, smooth curves has
-  few), which left most of a round's budget unspent; going on down the
-  ranking spends it, keeps the distance as long as possible, and leaves the
-  budget unspent only when no open slice is left.
-- **RSS** (random slice sampling): open slices of the pool in uniformly random order.
-- **UVS** (uncertainty volume sampling): whole volumes by volume uncertainty, highest first.
-- **RVS** (random volume sampling): whole volumes in uniformly random order.
-- **fg_random** (nnActive's "Foreground Aware Random", Lüth et al. 2025):
-  each draw, with probability ``foreground_share`` picks an open slice with
-  probability proportional to its predicted foreground voxels, otherwise a
-  uniformly random open slice. nnActive's ``random-label`` strategy draws a
-  patch centred on a random foreground voxel (inside or on the border of the
-  segmentation) in 2 of 3 draws and a uniform patch in 1 of 3, so the default
-  share is 2/3 (``"fg_random"``); its ``random-label2`` uses 1/3
-  (``"fg_random_33"``). A draw centred on a random foreground voxel picks a
-  slice with probability proportional to its foreground count, which is what
-  the weights here are. nnActive queries 3D patches from ground-truth labels;
-  here the unit is an axial slice and the foreground is whatever the caller
-  puts in ``slice_foreground`` (predicted, or true labels in a simulation).
+:class:`Selection` is the result of every strategy (:mod:`.slice_sampling`,
+:mod:`.volume_sampling`, looked up by name in :mod:`.registry`): items in the
+order their cases were first picked, with their effort in slice units
+(:mod:`alqa_core.strategies.effort_model`).
 
 Budget filling (all strategies): proposals are taken in the strategy's order
 while their marginal effort fits; one that does not fit is skipped and the
@@ -52,26 +11,18 @@ next is tried (a same-volume slice at 1/3 may still fit after a new volume at
 1 did not; a smaller volume after a larger one). So strategies compare at
 equal effort, never exceeding the budget. Whole volumes take every open
 (not yet annotated) slice of the case.
-
-Strategies are looked up by name in :data:`STRATEGIES`, a table;
-:func:`select` is the one entry point that takes a name.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from alqa_core.strategies.effort_model import BUDGET_EPS, DEFAULT_EFFORT_MODEL, BudgetFiller, EffortModel, case_effort
-from alqa_core.strategies.uncertainty import MIN_PEAK_DISTANCE_SLICES, CaseUncertainty, candidate_slices
-
-#: nnActive ``random-label``: one of {all, seg, border} uniformly -> 2/3 foreground-centred draws.
-NNACTIVE_FOREGROUND_SHARE = 2.0 / 3.0
+from alqa_core.strategies.effort_model import DEFAULT_EFFORT_MODEL, BudgetFiller, EffortModel, case_effort
+from alqa_core.strategies.uncertainty import CaseUncertainty
 
 
 @dataclass(frozen=True)
@@ -131,7 +82,7 @@ StrategyFn = Callable[..., Selection]
 # --------------------------------------------------------------------------- helpers
 
 
-def _eligible(pool: Sequence[CaseUncertainty], exclude_cases: Collection[str]) -> list[CaseUncertainty]:
+def eligible_cases(pool: Sequence[CaseUncertainty], exclude_cases: Collection[str]) -> list[CaseUncertainty]:
     """Pool cases not excluded and with an open slice, in case_id order; ValueError on duplicate ids."""
     ids = [c.case_id for c in pool]
     if len(set(ids)) != len(ids):
@@ -155,27 +106,27 @@ def effort(
     return float(sum(case_effort(item.slices, model, fg.get(item.case_id)) for item in selection.items))
 
 
-def _foreground_map(cases: Sequence[CaseUncertainty], model: EffortModel) -> dict[str, np.ndarray]:
+def foreground_map(cases: Sequence[CaseUncertainty], model: EffortModel) -> dict[str, np.ndarray]:
     """case_id -> "slice has foreground" flags, only when the effort model prices empty slices."""
     if model.empty_slice is None:
         return {}
     return {c.case_id: c.foreground_flags() for c in cases if c.slice_foreground is not None}
 
 
-def _finish(name: str, picked: Mapping[str, Sequence[int]], cases: Sequence[CaseUncertainty], model: EffortModel) -> Selection:
+def finish_selection(name: str, picked: Mapping[str, Sequence[int]], cases: Sequence[CaseUncertainty], model: EffortModel) -> Selection:
     items = tuple(SliceSelection(case_id, tuple(slices)) for case_id, slices in picked.items() if slices)
     draft = Selection(name, items, 0.0)
-    return replace(draft, effort_slices=effort(draft, model, _foreground_map(cases, model)))
+    return replace(draft, effort_slices=effort(draft, model, foreground_map(cases, model)))
 
 
-def _fill_slices(
+def fill_slices(
     name: str, cases: Sequence[CaseUncertainty], proposals: Iterator[tuple[str, int]], budget: float, model: EffortModel
 ) -> Selection:
-    filler = BudgetFiller(budget, model, _foreground_map(cases, model)).fill(proposals)
-    return _finish(name, filler.picked, cases, model)
+    filler = BudgetFiller(budget, model, foreground_map(cases, model)).fill(proposals)
+    return finish_selection(name, filler.picked, cases, model)
 
 
-def _open_pairs(cases: Sequence[CaseUncertainty]) -> tuple[np.ndarray, np.ndarray]:
+def open_pairs(cases: Sequence[CaseUncertainty]) -> tuple[np.ndarray, np.ndarray]:
     """All open (case index, slice) pairs, case_id order then slice order."""
     opened = [c.open_slices() for c in cases]
     case_idx = np.concatenate([np.full(len(s), i, dtype=np.int64) for i, s in enumerate(opened)] or [np.zeros(0, np.int64)])
@@ -183,12 +134,12 @@ def _open_pairs(cases: Sequence[CaseUncertainty]) -> tuple[np.ndarray, np.ndarra
     return case_idx, slices
 
 
-def _pairs_in_order(cases, case_idx, slices, order: Iterator[int]) -> Iterator[tuple[str, int]]:
+def pairs_in_order(cases, case_idx, slices, order: Iterator[int]) -> Iterator[tuple[str, int]]:
     for i in order:
         yield cases[int(case_idx[i])].case_id, int(slices[i])
 
 
-def _mixture_order(weights: np.ndarray, share: float, rng: np.random.Generator) -> Iterator[int]:
+def mixture_order(weights: np.ndarray, share: float, rng: np.random.Generator) -> Iterator[int]:
     """Sequential draws without replacement: with prob ``share`` proportional to ``weights``, else uniform.
 
     The weighted stream is a weighted random permutation (Efraimidis & Spirakis:
@@ -223,224 +174,23 @@ def _mixture_order(weights: np.ndarray, share: float, rng: np.random.Generator) 
         yield i
 
 
-def _check_budget(budget: float) -> float:
+def check_budget(budget: float) -> float:
     b = float(budget)
     if not math.isfinite(b) or b < 0:
         raise ValueError(f"budget must be finite and >= 0 effort units, got {budget}")
     return b
 
 
-# --------------------------------------------------------------------------- slice strategies
-
-
-def uncertainty_slice_sampling(
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-    min_distance: int = MIN_PEAK_DISTANCE_SLICES,
-) -> Selection:
-    """USS: the pool's most uncertain slice candidates, then the next-best spaced slices (deterministic; ``seed`` is unused)."""
-    budget = _check_budget(budget)
-    cases = _eligible(pool, exclude_cases)
-    ranked: list[tuple[int, float, str, int]] = []
-    for case in cases:
-        if case.slice_uncertainty is None:
-            raise ValueError(f"case {case.case_id}: USS needs its slice_uncertainty curve")
-        ranked += [(tier, -float(case.slice_uncertainty[s]), case.case_id, s) for tier, s in uss_order(case, min_distance)]
-    ranked.sort()
-    return _fill_slices("uss", cases, ((c, s) for _, _, c, s in ranked), budget, effort_model)
-
-
-def _relaxed_distances(min_distance: int) -> list[int]:
-    """min_distance, then halved (rounded up) down to 1: 5 -> [5, 3, 2, 1]."""
-    out, d = [], max(int(min_distance), 1)
-    while True:
-        out.append(d)
-        if d == 1:
-            return out
-        d = (d + 1) // 2
-
-
-def uss_order(case: CaseUncertainty, min_distance: int = MIN_PEAK_DISTANCE_SLICES) -> list[tuple[int, int]]:
-    """Every open slice of ``case`` as ``(tier, slice)``: tier 0 the curve's peaks, then the fallback passes (module doc).
-
-    Tier 0: :func:`candidate_slices` at least ``min_distance`` from every
-    annotated slice. Tier i >= 1: the open slices left, most uncertain first
-    (ties: lower index), taken while they keep the i-th distance of
-    ``min_distance, ceil(min_distance / 2), ..., 1`` from every slice already
-    annotated or in an earlier tier or pick. The last pass (distance 1) takes
-    every open slice left.
-    """
-    curve = case.slice_uncertainty
-    n = case.n_slices
-    taken = np.zeros(n, dtype=bool)
-    taken[list(case.annotated_slices)] = True
-    out: list[tuple[int, int]] = []
-
-    def far(s: int, d: int) -> bool:
-        return not taken[max(s - d + 1, 0) : s + d].any()
-
-    for s in candidate_slices(curve, min_distance):
-        if far(s, min_distance):  # peaks keep their distance from annotated slices only (the peaks are spaced already)
-            out.append((0, s))
-    for s in (s for _, s in out):
-        taken[s] = True
-    order = np.lexsort((np.arange(n), -np.asarray(curve, dtype=np.float64)))
-    for tier, d in enumerate(_relaxed_distances(min_distance), start=1):
-        for s in order:
-            s = int(s)
-            if not taken[s] and far(s, d):
-                taken[s] = True
-                out.append((tier, s))
-    return out
-
-
-def random_slice_sampling(
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-) -> Selection:
-    """RSS: open slices of the pool in uniformly random order."""
-    budget = _check_budget(budget)
-    cases = _eligible(pool, exclude_cases)
-    case_idx, slices = _open_pairs(cases)
-    order = np.random.default_rng(seed).permutation(case_idx.size)
-    return _fill_slices("rss", cases, _pairs_in_order(cases, case_idx, slices, iter(order)), budget, effort_model)
-
-
-def foreground_random_sampling(
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-    foreground_share: float = NNACTIVE_FOREGROUND_SHARE,
-) -> Selection:
-    """nnActive's foreground-aware random: a ``foreground_share`` of draws proportional to slice foreground.
-
-    The rest (``1 - foreground_share``) are uniform over open slices. Cases
-    without ``slice_foreground`` have weight 0 (reachable by uniform draws only).
-    """
-    budget = _check_budget(budget)
-    if not 0.0 <= foreground_share <= 1.0:
-        raise ValueError(f"foreground_share must be in [0, 1], got {foreground_share}")
-    cases = _eligible(pool, exclude_cases)
-    case_idx, slices = _open_pairs(cases)
-    per_case = [
-        np.zeros(len(c.open_slices())) if c.slice_foreground is None else c.slice_foreground[c.open_slices()]
-        for c in cases
-    ]
-    weights = np.concatenate(per_case) if per_case else np.zeros(0)
-    order = _mixture_order(weights, float(foreground_share), np.random.default_rng(seed))
-    return _fill_slices("fg_random", cases, _pairs_in_order(cases, case_idx, slices, order), budget, effort_model)
-
-
-# --------------------------------------------------------------------------- volume strategies
-
-
-def _fill_volumes(
-    name: str, cases: Sequence[CaseUncertainty], order: Sequence[int], budget: float, model: EffortModel
-) -> Selection:
-    fg = _foreground_map(cases, model)
-    picked: dict[str, list[int]] = {}
-    costs: list[float] = []
-    for i in order:
-        case = cases[int(i)]
-        slices = case.open_slices()
-        cost = case_effort(slices, model, fg.get(case.case_id))
-        if math.fsum(costs) + cost <= budget + BUDGET_EPS:
-            costs.append(cost)
-            picked[case.case_id] = [int(s) for s in slices]
-    return _finish(name, picked, cases, model)
-
-
-def uncertainty_volume_sampling(
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-) -> Selection:
-    """UVS: whole volumes by volume uncertainty, highest first (deterministic; ``seed`` is unused)."""
-    budget = _check_budget(budget)
-    cases = _eligible(pool, exclude_cases)
-    missing = [c.case_id for c in cases if c.volume_uncertainty is None]
-    if missing:
-        raise ValueError(f"UVS needs volume_uncertainty for every case; missing for {missing}")
-    order = sorted(range(len(cases)), key=lambda i: (-cases[i].volume_uncertainty, cases[i].case_id))
-    return _fill_volumes("uvs", cases, order, budget, effort_model)
-
-
-def random_volume_sampling(
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-) -> Selection:
-    """RVS: whole volumes in uniformly random order."""
-    budget = _check_budget(budget)
-    cases = _eligible(pool, exclude_cases)
-    order = np.random.default_rng(seed).permutation(len(cases))
-    return _fill_volumes("rvs", cases, order, budget, effort_model)
-
-
-# --------------------------------------------------------------------------- registry
-
-
-#: name -> strategy function (extra options as keyword arguments).
-STRATEGIES: Mapping[str, StrategyFn] = MappingProxyType(
-    {
-        "uss": uncertainty_slice_sampling,
-        "rss": random_slice_sampling,
-        "uvs": uncertainty_volume_sampling,
-        "rvs": random_volume_sampling,
-        "fg_random": foreground_random_sampling,
-        "fg_random_33": functools.partial(foreground_random_sampling, foreground_share=1.0 / 3.0),
-    }
-)
-
-
-def select(
-    strategy: str,
-    pool: Sequence[CaseUncertainty],
-    budget: float,
-    *,
-    seed: int = 0,
-    exclude_cases: Collection[str] = (),
-    effort_model: EffortModel = DEFAULT_EFFORT_MODEL,
-    **options,
-) -> Selection:
-    """Run the strategy named ``strategy`` (a key of :data:`STRATEGIES`); the result carries that name."""
-    try:
-        fn = STRATEGIES[strategy]
-    except KeyError:
-        raise KeyError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}") from None
-    result = fn(pool, budget, seed=seed, exclude_cases=exclude_cases, effort_model=effort_model, **options)
-    return replace(result, strategy=strategy)
-
-
 __all__ = [
-    "effort",
-    "uss_order",
-    "NNACTIVE_FOREGROUND_SHARE",
-    "STRATEGIES",
     "Selection",
     "SliceSelection",
     "StrategyFn",
-    "foreground_random_sampling",
-    "random_slice_sampling",
-    "random_volume_sampling",
-    "select",
-    "uncertainty_slice_sampling",
-    "uncertainty_volume_sampling",
+    "check_budget",
+    "effort",
+    "eligible_cases",
+    "fill_slices",
+    "finish_selection",
+    "foreground_map",
+    "open_pairs",
+    "pairs_in_order",
 ]

@@ -3,7 +3,7 @@
 import pytest
 
 from alqa_core.errors import AlqaInputError
-from alqa_dagster.cli import _parse_slices
+from alqa_dagster.cli import parse_slices as _parse_slices
 
 
 def test_slices_parse_indices_and_ranges():

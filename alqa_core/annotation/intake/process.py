@@ -23,9 +23,9 @@ from typing import Callable, Collection
 import pandas as pd
 
 from alqa_core.annotation.intake.inbox import InboxEntry, scan_inbox, submitted_slices
-from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
 from alqa_core.annotation.intake.store import move_into_store, quarantine_entry, store_record, stored_path
 from alqa_core.annotation.intake.validation import Verdict, validate_entry
+from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import SubmissionConfig
 from alqa_core.errors import AlqaInputError

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from alqa_core.annotation.intake.inbox import KINDS, submitted_slices
-from alqa_core.annotation.labelled.revisions import submission_label, submission_package
 from alqa_core.annotation.intake.validation import apply_slice_revision
+from alqa_core.annotation.labelled.revisions import submission_label, submission_package
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_label
 from alqa_core.organs import OrganTable, canonical_organ_name

@@ -17,9 +17,9 @@ import pandas as pd
 
 from alqa_core.annotation.intake.inbox import submitted_package, submitted_segments, submitted_slices
 from alqa_core.annotation.intake.label_files import read_submitted_label
-from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
-from alqa_core.annotation.labelled.reassembly import Revision, select_revision
 from alqa_core.annotation.intake.validation import apply_slice_revision
+from alqa_core.annotation.labelled.reassembly import Revision, select_revision
+from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
 from alqa_core.annotation.queue.work_package import WorkPackage
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_grid, write_label

@@ -45,10 +45,10 @@ from alqa_core.evaluation.attention_eval import DEFAULT_MIN_ERROR_ML
 from alqa_core.evaluation.overlap import organ_dice
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
 from alqa_core.simulator import steps
-from alqa_core.simulator.error_model.members import ErrorModelConfig, failure_cases
 from alqa_core.simulator.error_model.cases import CaseSource, EvidenceCase, label_sources, original_label, phantom_sources, prepare_case
+from alqa_core.simulator.error_model.members import ErrorModelConfig, failure_cases
 from alqa_core.strategies.effort_model import EffortModel, volume_effort
-from alqa_core.strategies.selection import STRATEGIES
+from alqa_core.strategies.registry import STRATEGIES
 
 #: the four strategies issue 15 compares at equal effort
 EVIDENCE_STRATEGIES = ("attention", "outliers", "uss", "fg_random")

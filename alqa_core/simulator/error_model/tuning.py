@@ -30,9 +30,9 @@ from alqa_core.config.sections import AttentionConfig
 from alqa_core.ensemble.pseudo_labels import pseudo_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
 from alqa_core.simulator import steps
-from alqa_core.simulator.error_model.members import failure_cases, make_members
-from alqa_core.simulator.error_model.evidence import HEADLINE_DEPTH, EvidenceConfig, recall_curve
 from alqa_core.simulator.error_model.cases import attention_scores, error_masks, ground_truth, landed_events, original_label, phantom_sources
+from alqa_core.simulator.error_model.evidence import HEADLINE_DEPTH, EvidenceConfig, recall_curve
+from alqa_core.simulator.error_model.members import failure_cases, make_members
 
 #: the seeds tuning may look at; the report's seeds (0-4) are never tuned on
 TUNING_SEEDS = (100, 101, 102, 103, 104)

@@ -70,7 +70,8 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganTable
 from alqa_core.simulator import steps
 from alqa_core.simulator.oracle import answer_slices, answer_volume, ground_truth_path, hard_case_share, oracle_grade, present_organs, read_manifest
 from alqa_core.strategies.effort_model import EffortModel
-from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection
+from alqa_core.strategies.registry import STRATEGIES
+from alqa_core.strategies.selection import Selection, SliceSelection
 from alqa_core.strategies.uncertainty import case_uncertainty
 from alqa_core.training.cases import TrainingCase
 from alqa_core.training.data import load_training_case

@@ -14,7 +14,6 @@ from alqa_core.io.atomic import atomic_path, atomic_write_text
 from alqa_core.simulator.trained.loop import SimulationResult
 
 
-
 @dataclass(frozen=True)
 class ReportPaths:
     report_md: Path

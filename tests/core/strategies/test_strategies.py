@@ -16,8 +16,11 @@ from alqa_core.organs import OrganTable
 from alqa_core.strategies import effort
 from alqa_core.strategies.effort_model import BudgetFiller, EffortModel, case_effort, volume_effort
 from alqa_core.strategies.partial import annotated_voxels_for_slices, partial_training_case, selection_training_cases
-from alqa_core.strategies.selection import STRATEGIES, Selection, SliceSelection, foreground_random_sampling, select, uncertainty_slice_sampling, uncertainty_volume_sampling
+from alqa_core.strategies.registry import STRATEGIES, select
+from alqa_core.strategies.selection import Selection, SliceSelection
+from alqa_core.strategies.slice_sampling import foreground_random_sampling, uncertainty_slice_sampling
 from alqa_core.strategies.uncertainty import CaseUncertainty, candidate_slices, case_uncertainty, dilated_foreground, slice_uncertainty, volume_uncertainty
+from alqa_core.strategies.volume_sampling import uncertainty_volume_sampling
 from alqa_core.training.cases import TrainingCase, one_hot_organs
 from alqa_core.training.losses import masked_dice_bce_loss
 

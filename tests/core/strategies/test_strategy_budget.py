@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from alqa_core.strategies.effort_model import BUDGET_EPS, EffortModel, case_effort
-from alqa_core.strategies.selection import select, uss_order
+from alqa_core.strategies.registry import select
+from alqa_core.strategies.slice_sampling import uss_order
 from alqa_core.strategies.uncertainty import CaseUncertainty
 
 SLICE_STRATEGIES = ("uss", "rss")

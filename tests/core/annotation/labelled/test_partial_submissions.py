@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.labelled.effort import submission_efforts
 from alqa_core.annotation.intake.inbox import scan_inbox, write_submission
+from alqa_core.annotation.intake.validation import validate_entry
+from alqa_core.annotation.labelled.effort import submission_efforts
 from alqa_core.annotation.labelled.revisions import revisions_of
 from alqa_core.annotation.labelled.rounds import revised_slices
-from alqa_core.annotation.intake.validation import validate_entry
 from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.catalog import Catalog
 from alqa_core.config.sections import PreprocessConfig

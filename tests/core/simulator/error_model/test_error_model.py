@@ -13,8 +13,8 @@ from alqa_core.ensemble.pseudo_labels import pseudo_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as TABLE
 from alqa_core.phantoms.generate import PhantomSpec, generate_case
 from alqa_core.simulator.error_model import modes
-from alqa_core.simulator.error_model.members import ErrorModelConfig, failure_cases, make_members, soft_channel
 from alqa_core.simulator.error_model.cases import crop_in_plane, ground_truth, label_sources
+from alqa_core.simulator.error_model.members import ErrorModelConfig, failure_cases, make_members, soft_channel
 from alqa_core.volume import LabelMap, SoftPrediction
 
 SPACING = (6.0, 6.0, 6.0)

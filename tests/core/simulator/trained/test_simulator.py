@@ -11,8 +11,8 @@ from alqa_core.catalog import Catalog
 from alqa_core.config.sections import InferenceConfig, TrainConfig
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as TABLE
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
-from alqa_core.simulator.trained.loop import ROUND_COLUMNS, SimulationConfig, SimulationResult, simulate
 from alqa_core.simulator.oracle import answer_slices, answer_volume, grade_from_dice, hard_case_share, oracle_grade, read_manifest
+from alqa_core.simulator.trained.loop import ROUND_COLUMNS, SimulationConfig, SimulationResult, simulate
 from alqa_core.simulator.trained.report import compare_strategies, write_report
 from alqa_core.training.cases import TrainingCase
 from alqa_core.volume import LabelMap
