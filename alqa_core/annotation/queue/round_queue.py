@@ -1,4 +1,4 @@
-"""The round's queue: the priority list from attention rows, the queue by the configured strategy, its work packages."""
+"""The round's priority list from its attention rows (kept in the catalog's ``priority`` table), and its queue read from that table by the configured strategy, with its work packages."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList, rank_attention_rows, rank_frame, select_queue
+from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList, priority_list, rank_attention_rows, rank_frame, select_queue
 from alqa_core.annotation.queue.work_package import WorkPackage, write_work_package
 from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import BudgetConfig, CampaignConfig
+from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction
 from alqa_core.organs import OrganTable
 from alqa_core.rounds import record_state
@@ -81,6 +82,16 @@ def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relat
     return frame
 
 
+def read_priority(catalog: Catalog, round_index: int) -> PriorityList:
+    """Round ``round_index``'s priority list as :func:`priority_for_round` kept it (the ``priority`` table)."""
+    partition = f"round_{int(round_index):03d}"
+    if not catalog.path_of("priority", partition).exists():
+        raise AlqaInputError(catalog.path_of("priority", partition), f"round {round_index} has no priority list yet: materialize priority_list first")
+    frame = catalog.read("priority", partition)
+    measure = str(frame.measure.iloc[0]) if len(frame) else "relative_per_cm"
+    return priority_list(frame, measure)
+
+
 @dataclass(frozen=True)
 class RoundQueue:
     queue: AnnotationQueue
@@ -89,14 +100,15 @@ class RoundQueue:
 
 
 def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfig, round_index: int) -> RoundQueue:
-    """The round's queue by the configured strategy, a work package version per queued case, and the round's state.
+    """The round's queue by the configured strategy from its priority list (:func:`read_priority`), a work package
+    version per queued case, and the round's state.
 
     An empty queue (no case has attention left, or every one was reviewed)
     converges the campaign; otherwise the round is ``queued``.
     """
     from alqa_core.qa.grades import latest_grades
 
-    priority = priority_from_attention(_round_attention(catalog, round_index), catalog.read("cases"))
+    priority = read_priority(catalog, round_index)
     subs = catalog.read("submissions")
     answered = () if subs.empty else tuple(subs[(subs.status == "accepted") & (subs["round"] == round_index)].case_id)
     queue = queue_for_round(priority, config.budget, answered, grades=latest_grades(catalog), predicted=catalog.read("qa_scores"))
