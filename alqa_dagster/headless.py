@@ -104,7 +104,7 @@ def run_round(layout: WorkspaceLayout, chunk: int = 50) -> int:
 
 
 def reassemble(layout: WorkspaceLayout, chunk: int = 50) -> int:
-    """Every ingested case's reassembled label, with the latest pseudo labels and every accepted answer."""
+    """Every ingested case's revised label (from its accepted answers) and reassembled label, with the latest pseudo labels."""
     import dagster as dg
 
     from alqa_dagster.runner import ensure_dagster_home
@@ -113,7 +113,7 @@ def reassemble(layout: WorkspaceLayout, chunk: int = 50) -> int:
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
         cases = [k for k in keys if k not in failed_cases(Catalog(layout.catalog))]
-        _over_chunks(instance, ["reassembled_labels"], cases, keys, chunk, "reassemble")
+        _over_chunks(instance, ["revised_labels", "reassembled_labels"], cases, keys, chunk, "reassemble")
     print(f"reassembled {sum(layout.reassembled_label(c).exists() for c in cases)} of {len(cases)} ingested cases")
     return 0
 

@@ -32,9 +32,9 @@ revision_job = dg.define_asset_job(
 )
 reassemble_job = dg.define_asset_job(
     "reassemble_job",
-    selection=["reassembled_labels"],
-    description="Every case's reassembled label (original > revised > pseudo) with provenance: launch it over all "
-    "case partitions for the labelled dataset as it stands (alqa reassemble).",
+    selection=["revised_labels", "reassembled_labels"],
+    description="Every case's revised label (from its accepted answers) and reassembled label (original > revised > "
+    "pseudo) with provenance: launch it over all case partitions for the labelled dataset as it stands (alqa reassemble).",
 )
 ROUND_ASSETS = [
     "training_set",
