@@ -181,6 +181,7 @@ def queue(root: Path, n: int) -> None:
     from alqa_core.config.template import write_template
     from alqa_core.io.nifti import write_ct, write_label, write_soft_prediction
     from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
+    from alqa_core.rounds import transition
     from alqa_core.volume import CTVolume, LabelMap, SoftPrediction
     from alqa_core.workspace import WorkspaceLayout
 
@@ -208,6 +209,9 @@ def queue(root: Path, n: int) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(src / f"{made}.nii.gz", target)
     cfg = load_campaign(write_template(root / "queue.yaml", name="queue", workspace_root=str(layout.root), datasets=("d",), architectures=(("unet", "tiny"),)))
+    # round 0 opened and trained through the state machine, as a round run leaves it before ranking
+    transition(catalog, 0, "opened", "bench", training_cases=0, training_set_sha256="", cases_refused=0)
+    transition(catalog, 0, "trained", "bench", members_trained=0)
     t = time.perf_counter()
     ranked = priority_for_round(catalog, 0)
     ranked_s = time.perf_counter() - t

@@ -6,7 +6,7 @@
 - :mod:`.reassembly`: original > revised > pseudo per organ, with provenance;
 - :mod:`.reassemble_cases`: every case's reassembled label from its revised label, each round and after each answer;
 - :mod:`.effort`, :mod:`.effort_summary`: what each submission cost, and per round;
-- :mod:`.rounds`, :mod:`.status`: the round's answers and where the campaign stands, from the catalog alone.
+- :mod:`.rounds`, :mod:`.status`: the round's answers, the transitions they cause, what the round loop does next, and where the campaign stands, from the catalog alone.
 """
 
 import lazy_loader as lazy
@@ -22,7 +22,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "revise_cases": ["RevisedCase", "revise_cases"],
         "reassembly": ["OrganProvenance", "REVISION_RULE", "ReassembledLabel", "Revision", "SOURCE_RANK", "reassemble", "reassemble_case", "select_revision"],
         "revisions": ["REVISIONS", "revision_of", "revisions_from", "revisions_of", "write_revised_label"],
-        "rounds": ["RoundState", "accepted_submissions", "advance_on_answers", "awaiting_reassembly", "close_round", "reviewed_cases", "revised_slices", "round_queue", "round_state"],
+        "rounds": ["RoundState", "accepted_submissions", "advance_on_answers", "awaiting_reassembly", "close_round", "reviewed_cases", "revised_slices", "round_queue", "round_state", "what_next"],
         "status": ["CampaignStatus", "campaign_status"],
     },
 )

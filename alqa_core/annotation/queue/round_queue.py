@@ -16,7 +16,7 @@ from alqa_core.config.campaign import BudgetConfig, CampaignConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction
 from alqa_core.organs import OrganTable
-from alqa_core.rounds import record_state
+from alqa_core.rounds import require_transition, transition
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -70,6 +70,7 @@ def _round_attention(catalog: Catalog, round_index: int) -> pd.DataFrame:
 
 def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relative_per_cm") -> pd.DataFrame:
     """Rank the round's cases by attention size, keep the list in the catalog (returned), and mark the round predicted."""
+    require_transition(catalog, round_index, "predicted")
     attention = _round_attention(catalog, round_index)
     cases = catalog.read("cases")
     frame = rank_frame(attention, measure=measure, datasets=dict(zip(cases.case_id, cases.dataset)) if not cases.empty else {})
@@ -78,7 +79,7 @@ def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relat
     catalog.write("priority", f"round_{round_index:03d}", frame)
     predicted = 0 if attention.empty else attention.case_id.nunique()
     refused = failed_cases(catalog, None)
-    record_state(catalog, round_index, "predicted", f"{predicted} cases predicted, {len(refused)} with an open error", cases_predicted=int(predicted), cases_with_errors=len(refused))
+    transition(catalog, round_index, "predicted", f"{predicted} cases predicted, {len(refused)} with an open error", cases_predicted=int(predicted), cases_with_errors=len(refused))
     return frame
 
 
@@ -108,6 +109,7 @@ def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
     """
     from alqa_core.qa.grades import latest_grades
 
+    require_transition(catalog, round_index, "queued")  # before any work package is written
     priority = read_priority(catalog, round_index)
     subs = catalog.read("submissions")
     answered = () if subs.empty else tuple(subs[(subs.status == "accepted") & (subs["round"] == round_index)].case_id)
@@ -119,7 +121,7 @@ def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
     frame["created_at"] = [p.created_at for p in packages]
     catalog.write("queue", f"round_{round_index:03d}", frame)
     if frame.empty:
-        record_state(catalog, round_index, "converged", "the queue is empty: no case has attention left to review", queued=0)
+        transition(catalog, round_index, "converged", "the queue is empty: no case has attention left to review", queued=0)
     else:
-        record_state(catalog, round_index, "queued", f"{len(frame)} cases queued (budget {queue.budget})", queued=len(frame))
+        transition(catalog, round_index, "queued", f"{len(frame)} cases queued (budget {queue.budget})", queued=len(frame))
     return RoundQueue(queue, packages, frame)
