@@ -11,7 +11,7 @@ from alqa_core.annotation.queue.round_queue import priority_for_round, queue_rou
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import numbers, png_markdown, run_summary, table
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import CatalogResource, WorkspaceResource
 
 
 @dg.asset(
@@ -36,12 +36,10 @@ def priority_list(context: dg.AssetExecutionContext, catalog: CatalogResource) -
     description="The round's budget from the top of the priority list (default 5%), one immutable work package version "
     "per case: image, pseudo label with named segments, attention heatmap, preview, task.json. An empty queue converges.",
 )
-def annotation_queue(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dg.MaterializeResult:
-    cat = catalog.catalog()
+def annotation_queue(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    cfg, layout, cat = workspace.open()
     round_index = current_round(cat)
-    done = queue_round(workspace.layout(), cat, campaign.config(), round_index)
+    done = queue_round(layout, cat, cfg, round_index)
     # only queued cases get inline previews in the event log; every other preview is a file in the workspace
     previews = {f"preview_{p.case_id}": png_markdown((p.folder / "preview.png").read_bytes(), p.case_id) for p in done.packages[:10]}
     return dg.MaterializeResult(metadata={"round": round_index, "queued": len(done.frame), "budget": done.queue.budget, "queue": table(done.frame), **previews})
@@ -57,10 +55,8 @@ def annotation_queue(
     "the pseudo label of the work package the annotator confirmed. Materialized by the submissions sensor; a case "
     "nobody answered has none.",
 )
-def revised_labels(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dict[str, Path]:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+def revised_labels(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
     rows = []
     for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # label maps of one chunk in memory at a time
         for case_id, done in revise_cases(layout, cat, chunk, cfg.organ_table).items():
@@ -80,10 +76,8 @@ def revised_labels(
     description="The labelled dataset, every case every round: per organ original (dataset) > revised (annotator) > "
     "pseudo (the round's argmax of the ensemble mean), with the provenance of each organ in the catalog.",
 )
-def reassembled_labels(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dict[str, Path]:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+def reassembled_labels(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
     round_index, rows = current_round(cat), []
     for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # label maps of one chunk in memory at a time
         results, moved = reassemble_cases(layout, cat, chunk, cfg.organ_table, round_index)
