@@ -213,6 +213,10 @@ def transition(catalog: Catalog, round_index: int, state: str, reason: str = "",
     return rec
 
 
+#: the former name of :func:`transition`, kept for callers outside this repository's code; the same checks apply
+record_state = transition
+
+
 @dataclass(frozen=True)
 class RoundDecision:
     """What the round loop does next: close a round first (``close``), then run one (``run``), or nothing (``reason`` says why)."""
