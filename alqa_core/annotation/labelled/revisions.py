@@ -74,7 +74,7 @@ def revision_of(case_id: str, recorded: pd.DataFrame, layout: WorkspaceLayout) -
         return None
     r = rows.iloc[-1]
     superseded = tuple(s for s in str(r.superseded or "").split(",") if s)
-    return Revision(read_label(r.path), str(r.submission_id), str(r.annotator), datetime.fromisoformat(str(r.submitted_at)), str(r.kind),
+    return Revision(read_label(layout.revised_label(case_id)), str(r.submission_id), str(r.annotator), datetime.fromisoformat(str(r.submitted_at)), str(r.kind),
                     superseded=superseded)
 
 

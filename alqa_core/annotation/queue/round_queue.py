@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList, priority_list, rank_attention_rows, rank_frame, select_queue
+from alqa_core.annotation.queue.priority import DEFAULT_MEASURE, AnnotationQueue, PriorityList, priority_list, rank_attention_rows, rank_frame, select_queue
 from alqa_core.annotation.queue.work_package import WorkPackage, write_work_package
 from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
@@ -89,7 +89,7 @@ def read_priority(catalog: Catalog, round_index: int) -> PriorityList:
     if not catalog.path_of("priority", partition).exists():
         raise AlqaInputError(catalog.path_of("priority", partition), f"round {round_index} has no priority list yet: materialize priority_list first")
     frame = catalog.read("priority", partition)
-    measure = str(frame.measure.iloc[0]) if len(frame) else "relative_per_cm"
+    measure = str(frame.measure.iloc[0]) if len(frame) else DEFAULT_MEASURE
     return priority_list(frame, measure)
 
 
