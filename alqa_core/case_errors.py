@@ -109,4 +109,19 @@ def failed_cases(catalog: Catalog, stages: tuple[str, ...] | None = INGEST_STAGE
     return set(open_case_errors(catalog, stages).case_id)
 
 
-__all__ = ["CaseBatch", "run_per_case", "COLUMNS", "INGEST_STAGES", "TABLE", "clear_case_error", "failed_cases", "open_case_errors", "record_case_error", "source_fingerprint"]
+def fixed_cases(catalog: Catalog, known: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """(case, new fingerprint) for every case refused at ingest whose source file changed since: the cases to ingest again.
+
+    The retry rule of ``alqa ingest`` and the new-cases sensor alike; ``known``
+    (the campaign's cases) leaves out cases no dataset lists any more.
+    """
+    keep = None if known is None else set(known)
+    out = set()
+    for r in open_case_errors(catalog, INGEST_STAGES).itertuples():
+        now = source_fingerprint(r.source) if r.source else ""
+        if now and now != r.source_fingerprint and (keep is None or r.case_id in keep):
+            out.add((str(r.case_id), now))
+    return sorted(out)
+
+
+__all__ = ["CaseBatch", "run_per_case", "COLUMNS", "INGEST_STAGES", "TABLE", "clear_case_error", "failed_cases", "fixed_cases", "open_case_errors", "record_case_error", "source_fingerprint"]

@@ -36,6 +36,7 @@ TABLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "priority": ("round", "rank", "case_id"),
         "queue": ("round", "case_id"),
         "submissions": ("submission_id", "case_id", "status"),
+        "revisions": ("case_id", "submission_id", "path"),
         "provenance": ("case_id", "organ", "source"),
         "qa_grades": ("case_id", "grade", "grader"),
         "qa_scores": ("case_id", "round", "score"),

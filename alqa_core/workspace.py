@@ -87,6 +87,12 @@ class WorkspaceLayout:
     def reassembled_label(self, case_id: str) -> Path:
         return self.volume("reassembled_labels", case_id)
 
+    def accepted_label(self, case_id: str, key: str) -> Path:
+        """An accepted revision as validation read it: organ values on the case's grid (``key``: what made it)."""
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            raise ValueError(f"invalid accepted-label key {key!r}: expected 32 hex digits")
+        return self.root / "accepted_labels" / validate_case_id(case_id) / f"{key}.nii.gz"
+
     def preview(self, asset: str, case_id: str) -> Path:
         return self.root / "previews" / asset / f"{validate_case_id(case_id)}.png"
 

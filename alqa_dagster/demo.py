@@ -22,7 +22,10 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
     from alqa_core.config.template import write_template
     from alqa_core.ingest.cases import index_campaign
     from alqa_core.phantoms.campaign import CampaignSpec, write_campaign
-    from alqa_dagster.defs.automation import ROUND_ASSETS
+    from alqa_core.annotation.labelled.rounds import what_next
+    from alqa_core.catalog import Catalog
+    from alqa_dagster.cli.common import workspace_layout
+    from alqa_dagster.defs.jobs import INGEST_ASSETS, ROUND_ASSETS, ROUND_TAG
     from alqa_dagster.runner import ensure_dagster_home, full_range, materialize, register_cases
 
     root = root.resolve()
@@ -55,14 +58,18 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
     with dg.DagsterInstance.get() as instance:
         new = register_cases(instance, sorted(index_campaign(cfg).cases))
         progress(f"registered {len(new)} new case partitions (Dagster home {home})")
-        materialize(instance, ["raw_scans", "original_labels", "preprocessed_volumes"], full_range(instance))
+        materialize(instance, INGEST_ASSETS, full_range(instance))
         progress("ingested every case: raw_scans, original_labels, preprocessed_volumes (one batched run)")
-        progress(f"round 0: training {', '.join(a.name for a in cfg.architectures)} (tiny) -> predictions -> attention -> priority -> queue; this takes a few minutes")
-        materialize(instance, ROUND_ASSETS, full_range(instance))
+        layout = workspace_layout()  # the workspace the resources write (ALQA_WORKSPACE, else the campaign's)
+        decision = what_next(Catalog(layout.catalog))  # a re-run goes on where the last one stopped
+        if decision.run == 0:
+            progress(f"round 0: training {', '.join(a.name for a in cfg.architectures)} (tiny) -> predictions -> attention -> priority -> queue; this takes a few minutes")
+            materialize(instance, ROUND_ASSETS, full_range(instance), tags={ROUND_TAG: "0"})
+        else:
+            progress(f"round 0 ran before: {decision.reason}")
         from alqa_core.annotation.labelled.status import campaign_status
-        from alqa_core.workspace import WorkspaceLayout
 
-        status = campaign_status(WorkspaceLayout(cfg.workspace_root))
+        status = campaign_status(layout)
         progress("round 0 done:\n" + status.render())
     if not start_ui:
         progress.done(f"demo finished without UI; workspace {cfg.workspace_root}")

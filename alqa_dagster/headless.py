@@ -3,7 +3,10 @@
 Every run lands in ``$DAGSTER_HOME`` (default ``./.dagster_home``) exactly as a
 UI-launched one does, so ``dagster dev`` shows them later. Per-case steps run
 in chunks of ``chunk`` partitions (one Dagster run each, models loaded once
-per chunk), so memory is bounded by a chunk, not by the campaign.
+per chunk), so memory is bounded by a chunk, not by the campaign. The assets
+of each run are the jobs' (:mod:`alqa_dagster.defs.jobs`), the cases to
+ingest again follow the new-cases sensor's rule, and ``alqa round`` does what
+the round state machine decides, as the round sensor does.
 """
 
 from __future__ import annotations
@@ -12,17 +15,12 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from alqa_core.annotation.labelled.rounds import close_round
-from alqa_core.case_errors import INGEST_STAGES, failed_cases, open_case_errors, source_fingerprint
+from alqa_core.annotation.labelled.rounds import close_round, what_next
+from alqa_core.case_errors import INGEST_STAGES, failed_cases, fixed_cases, open_case_errors
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.ingest.cases import index_campaign
 from alqa_core.workspace import WorkspaceLayout
-
-INGEST = ["raw_scans", "original_labels", "preprocessed_volumes"]
-ROUND_START = ["training_set", "model_checkpoints"]
-ROUND_CASES = ["soft_predictions", "attention_maps", "reassembled_labels"]
-ROUND_END = ["priority_list", "annotation_queue", "evaluation_report"]
 
 
 def _chunks(keys: Sequence[str], all_keys: Sequence[str], chunk: int) -> list[tuple[str, str]]:
@@ -55,18 +53,18 @@ def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> 
     """Register the campaign's new cases and ingest them, plus every refused case whose file changed since."""
     import dagster as dg
 
+    from alqa_dagster.defs.jobs import INGEST_ASSETS
     from alqa_dagster.runner import ensure_dagster_home, register_cases
 
     ensure_dagster_home()
     index = index_campaign(config)
     with dg.DagsterInstance.get() as instance:
         new = register_cases(instance, sorted(index.cases))
-        errors = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
-        fixed = sorted({r.case_id for r in errors.itertuples() if r.source and source_fingerprint(r.source) not in ("", r.source_fingerprint)})
+        fixed = [case for case, _ in fixed_cases(Catalog(layout.catalog), index.cases)]
         todo = sorted(set(new) | set(fixed))
         print(f"{len(new)} new case(s), {len(fixed)} refused case(s) with a changed file; {len(todo)} to ingest")
         if todo:
-            _over_chunks(instance, INGEST, todo, instance.get_dynamic_partitions("cases"), chunk, "ingest")
+            _over_chunks(instance, INGEST_ASSETS, todo, instance.get_dynamic_partitions("cases"), chunk, "ingest")
     refused = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
     for r in refused.itertuples():
         print(f"refused {r.case_id} [{r.stage}] {r.file}: {r.reason}")
@@ -74,27 +72,35 @@ def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> 
     return 0
 
 
-def run_round(layout: WorkspaceLayout, chunk: int = 50) -> int:
-    """The next round: training (once), per-case predictions/attention/reassembly (in chunks), then ranking and the queue."""
+def run_round(layout: WorkspaceLayout, chunk: int = 50, config: CampaignConfig | None = None) -> int:
+    """What the round state machine decides, as the round sensor does: close a timed-out round, then run the round it
+    names (training once, per-case predictions/attention/reassembly in chunks, then ranking and the queue), or say
+    why nothing runs. ``config`` gives ``rounds.timeout_hours`` (None: no timeout)."""
     import dagster as dg
 
     from alqa_core.annotation.labelled.status import campaign_status
-    from alqa_core.rounds import current_round
-    from alqa_core.training.round_start import next_round
-    from alqa_dagster.defs.automation import ROUND_TAG
+    from alqa_dagster.defs.jobs import ROUND_CASES, ROUND_END, ROUND_START, ROUND_TAG, round_in_progress, round_runs
     from alqa_dagster.runner import ensure_dagster_home, materialize
 
     ensure_dagster_home()
     catalog = Catalog(layout.catalog)
+    decision = what_next(catalog, config.rounds.timeout_hours if config is not None else None)
+    if decision.close is not None:
+        rec = close_round(catalog, decision.close_reason)
+        print(f"round {rec.round_index} closed: {rec.reason}")
+    if decision.run is None:
+        print(decision.reason)
+        return 0 if decision.done else 1
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
         if not keys:
             raise RuntimeError("no cases are registered yet: run alqa ingest first")
-        t = next_round(catalog)
+        t = decision.run
+        if round_in_progress(instance, round_runs(instance, t)):
+            raise RuntimeError(f"round {t}: a round run is in progress in {instance.root_directory}; wait for it (the round sensor does)")
         tags = {ROUND_TAG: str(t)}
-        print(f"round {t}: training")
+        print(f"round {t}: training ({decision.reason})")
         materialize(instance, ROUND_START, tags=tags)
-        t = current_round(catalog)
         cases = [k for k in keys if k not in failed_cases(catalog)]
         _over_chunks(instance, ROUND_CASES, cases, keys, chunk, f"round {t}: predict, attention, reassemble", tags)
         print(f"round {t}: priority list, queue, evaluation")
@@ -104,16 +110,17 @@ def run_round(layout: WorkspaceLayout, chunk: int = 50) -> int:
 
 
 def reassemble(layout: WorkspaceLayout, chunk: int = 50) -> int:
-    """Every ingested case's reassembled label, with the latest pseudo labels and every accepted answer."""
+    """Every ingested case's revised label (from its accepted answers) and reassembled label, with the latest pseudo labels."""
     import dagster as dg
 
+    from alqa_dagster.defs.jobs import REVISION_ASSETS
     from alqa_dagster.runner import ensure_dagster_home
 
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
         cases = [k for k in keys if k not in failed_cases(Catalog(layout.catalog))]
-        _over_chunks(instance, ["reassembled_labels"], cases, keys, chunk, "reassemble")
+        _over_chunks(instance, REVISION_ASSETS, cases, keys, chunk, "reassemble")
     print(f"reassembled {sum(layout.reassembled_label(c).exists() for c in cases)} of {len(cases)} ingested cases")
     return 0
 

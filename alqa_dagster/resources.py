@@ -2,7 +2,8 @@
 
 - :class:`CampaignResource` reads the campaign YAML (``ALQA_CAMPAIGN``).
 - :class:`WorkspaceResource` names the workspace root (``ALQA_WORKSPACE``, else
-  the campaign's ``workspace_root``, which defaults to ``./alqa_workspace``).
+  the campaign's ``workspace_root``, which defaults to ``./alqa_workspace``), and
+  opens the campaign for an asset body: ``cfg, layout, cat = workspace.open()``.
 - :class:`CatalogResource` gives the Parquet + DuckDB catalog in it.
 - :class:`DeviceResource` picks CPU or CUDA.
 - :class:`VolumePathIOManager` hands per-case volumes between assets as file
@@ -12,9 +13,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
@@ -37,6 +39,18 @@ class CampaignResource(dg.ConfigurableResource):
         return self._config
 
 
+@dataclass(frozen=True)
+class OpenCampaign:
+    """What an asset or sensor body works with: ``cfg, layout, cat = workspace.open()``."""
+
+    config: CampaignConfig
+    layout: WorkspaceLayout
+    catalog: Catalog
+
+    def __iter__(self) -> Iterator:
+        return iter((self.config, self.layout, self.catalog))
+
+
 class WorkspaceResource(dg.ConfigurableResource):
     """The workspace root; empty means the campaign's ``workspace_root``."""
 
@@ -44,8 +58,12 @@ class WorkspaceResource(dg.ConfigurableResource):
     root: str = ""
 
     def layout(self) -> WorkspaceLayout:
-        root = Path(self.root) if self.root else self.campaign.config().workspace_root
-        return WorkspaceLayout(root.resolve())
+        return self.campaign.config().layout(self.root)
+
+    def open(self) -> OpenCampaign:
+        """The campaign's config, its workspace and the catalog in it, at once."""
+        layout = self.layout()
+        return OpenCampaign(self.campaign.config(), layout, Catalog(layout.catalog))
 
 
 class CatalogResource(dg.ConfigurableResource):

@@ -15,8 +15,8 @@ on a throwaway server from ``scripts/services.sh start``, which runs with fsync 
 Then, without Dagster:
 
 3. ``priority_list``'s core over ``--priority-cases`` cases: the vectorised ranking
-   (``rank_frame``) of their ``attention_organ`` rows, against the object-per-case ranking
-   it replaced (``rank_cases(summaries_from_records(...))``), in this process. Target: < 1 s.
+   (``rank_frame``) of their ``attention_organ`` rows, against the same rule computed one case
+   at a time in Python (what the removed ``rank_cases`` did), in this process. Target: < 1 s.
    And ``priority_for_round`` at ``--queue-cases`` cases through the catalog as the assets
    write it (one Parquet file per case and round), reads included.
 4. ``annotation_queue``'s core (``queue_round``) over ``--queue-cases`` cases with the default
@@ -150,18 +150,26 @@ def attention_rows(case_ids: list[str], seed: int = ORGANS_SEED) -> pd.DataFrame
     })
 
 
+def _per_case_ranking(rows: pd.DataFrame) -> list[str]:
+    """The baseline: the ranking rule one case at a time in Python (scored organs' sum, ties by case id)."""
+    scores: dict[str, float] = {}
+    for r in rows.to_dict(orient="records"):
+        scores[r["case_id"]] = scores.get(r["case_id"], 0.0) + (float(r["relative_per_cm"]) if r["scored"] else 0.0)
+    return [c for c, _ in sorted(scores.items(), key=lambda x: (-x[1], x[0]))]
+
+
 def priority(n: int) -> None:
-    from alqa_core.annotation.queue.priority import rank_cases, rank_frame, summaries_from_records
+    from alqa_core.annotation.queue.priority import rank_frame
 
     rows = attention_rows([f"Case{i:06d}" for i in range(n)])
     t = time.perf_counter()
     frame = rank_frame(rows)
     fast = time.perf_counter() - t
     t = time.perf_counter()
-    slow = rank_cases(summaries_from_records(rows.to_dict(orient="records")))
+    slow = _per_case_ranking(rows)
     slow_s = time.perf_counter() - t
-    assert slow.case_ids == tuple(frame.case_id), "the two rankings differ"
-    print(f"priority over {n} cases ({len(rows)} attention rows): vectorised {fast:.2f} s; object per case (before) {slow_s:.1f} s "
+    assert slow == list(frame.case_id), "the two rankings differ"
+    print(f"priority over {n} cases ({len(rows)} attention rows): vectorised {fast:.2f} s; one case at a time {slow_s:.1f} s "
           f"(x{slow_s / fast:.0f}); target < 1 s: {'met' if fast < 1 else 'MISSED'}")
 
 
@@ -173,6 +181,7 @@ def queue(root: Path, n: int) -> None:
     from alqa_core.config.template import write_template
     from alqa_core.io.nifti import write_ct, write_label, write_soft_prediction
     from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
+    from alqa_core.rounds import transition
     from alqa_core.volume import CTVolume, LabelMap, SoftPrediction
     from alqa_core.workspace import WorkspaceLayout
 
@@ -200,6 +209,9 @@ def queue(root: Path, n: int) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(src / f"{made}.nii.gz", target)
     cfg = load_campaign(write_template(root / "queue.yaml", name="queue", workspace_root=str(layout.root), datasets=("d",), architectures=(("unet", "tiny"),)))
+    # round 0 opened and trained through the state machine, as a round run leaves it before ranking
+    transition(catalog, 0, "opened", "bench", training_cases=0, training_set_sha256="", cases_refused=0)
+    transition(catalog, 0, "trained", "bench", members_trained=0)
     t = time.perf_counter()
     ranked = priority_for_round(catalog, 0)
     ranked_s = time.perf_counter() - t

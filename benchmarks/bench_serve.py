@@ -45,7 +45,7 @@ from alqa_core.config.campaign import load_campaign  # noqa: E402
 from alqa_core.config.template import write_template  # noqa: E402
 from alqa_core.io.nifti import read_ct, read_label  # noqa: E402
 from alqa_core.phantoms.campaign import CampaignSpec, write_campaign  # noqa: E402
-from alqa_core.rounds import record_state  # noqa: E402
+from alqa_core.rounds import transition  # noqa: E402
 from alqa_core.workspace import WorkspaceLayout  # noqa: E402
 
 
@@ -75,7 +75,11 @@ def build(root: Path, n_cases: int, answered: int, annotators: int) -> tuple[Pat
         rows = [{"submission_id": f"s{i:06d}", "case_id": ids[i], "status": "accepted", "kind": "revised", "round": 0, "annotator": f"dr_{i % 7}",
                  "sha256": f"{i:064x}", "entry": f"e{i}", "entry_mtime_ns": i} for i in range(start, min(start + 50, answered))]
         catalog.write("submissions", f"intake_{start:08d}", pd.DataFrame(rows))
-    record_state(catalog, 0, "queued", f"{n_cases} cases queued", queued=n_cases)
+    # round 0 through the state machine's steps, as a round run takes it
+    transition(catalog, 0, "opened", "bench", training_cases=0, training_set_sha256="", cases_refused=0)
+    transition(catalog, 0, "trained", "bench", members_trained=0)
+    transition(catalog, 0, "predicted", "bench", cases_predicted=n_cases, cases_with_errors=0)
+    transition(catalog, 0, "queued", f"{n_cases} cases queued", queued=n_cases)
     secrets = {}
     for k in range(annotators):
         secrets[f"dr_{k:02d}"] = add_annotator(layout.annotators, f"dr_{k:02d}")[1]

@@ -60,3 +60,32 @@ def _fill_series_uids(folder: Path) -> Path:
 def fill_series_uids():
     """``fill(folder)``: write study/series/SOP UIDs into a COPY of the real series (a PACS and a DICOM-SEG need them)."""
     return _fill_series_uids
+
+
+
+def walk_round(catalog, round_index: int, state: str, reason: str = "", **facts):
+    """Take round ``round_index`` to ``state`` through the round state machine's legal transitions (earlier rounds
+    closed first), with zeros for the facts each transition records (``facts`` for the last one); returns the record."""
+    from alqa_core.rounds import FINISHED, TRANSITIONS, latest_round, transition
+
+    order = ("opened", "trained", "predicted", "queued")
+
+    def step(t, target, why="", given=None):
+        return transition(catalog, t, target, why, **{**{f: 0 for f in TRANSITIONS[target].records}, **(given or {})})
+
+    def take(t, target, why="", given=None):
+        rec = latest_round(catalog)
+        at = rec.state if rec is not None and rec.round_index == t else None
+        start = order.index(at) + 1 if at in order else 0
+        stop = order.index(target) + 1 if target in order else len(order)
+        for s in order[start:stop]:
+            rec = step(t, s, why, given) if s == target else step(t, s)
+        return rec if target in order else step(t, target, why, given)
+
+    rec = latest_round(catalog)
+    for t in range(0 if rec is None else rec.round_index, round_index):  # earlier rounds end closed
+        rec = latest_round(catalog)
+        if rec is None or rec.round_index < t or rec.state not in (*FINISHED, "converged"):
+            take(t, "closed")
+    return take(round_index, state, reason, facts)
+

@@ -22,6 +22,7 @@ from alqa_core.config.models import SIZES, architectures
 from alqa_core.config.sections import AttentionConfig, InferenceConfig, PreprocessConfig, QALossConfig, QARegressorConfig, TrainConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import DEFAULT_ORGAN_TABLE, OrganCode, OrganTable, class_map_preset
+from alqa_core.workspace import WorkspaceLayout
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,13 @@ class CampaignConfig:
     @property
     def member_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.trained_members) + tuple(m.name for m in self.external_members)
+
+    def layout(self, root: str | Path | None = None) -> WorkspaceLayout:
+        """Where the campaign's files are: ``root`` when given (``ALQA_WORKSPACE``), else its ``workspace_root``; resolved.
+
+        The one rule the CLI, the server and the Dagster resources all follow.
+        """
+        return WorkspaceLayout(Path(root or self.workspace_root).resolve())
 
 
 #: keys of an organ_table entry given as a mapping (``value`` required; the rest code the organ for DICOM-SEG)

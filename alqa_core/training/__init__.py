@@ -28,7 +28,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "losses": ["SMOOTH_DR", "SMOOTH_NR", "masked_dice_bce_loss", "masked_soft_dice_per_organ", "voxel_weights"],
         "pool": ["CasePool", "REPLACE_FRACTION", "covering_step", "pool_window"],
         "qa_loss": ["QALossTerm", "STEPS_PER_REFRESH", "Unlabeled", "UnlabeledCase", "UnlabeledFile", "build_qa_loss", "montage_slice_indices", "qa_montage_tensor"],
-        "round_start": ["OpenedRound", "next_round", "open_round"],
+        "round_start": ["OpenedRound", "open_round"],
         "sampling": ["Batch", "MAX_FOREGROUND_VOXELS", "PaddedCase", "Patch", "PatchSampler", "collate", "crop_start", "foreground_budget", "prepare_case", "sample_patch"],
         "trainer": ["EpochFinished", "EpochRecord", "ExtraLoss", "ProgressEvent", "TrainResult", "TrainingFinished", "TrainingStarted", "check_parent_matches", "resolve_amp", "split_cases", "train"],
         "training_set": ["TrainingSource", "fingerprint", "holdout_cases", "is_holdout", "manifest", "select_sources", "sources_from_manifest", "training_set_fingerprint"],

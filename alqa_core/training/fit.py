@@ -15,7 +15,7 @@ from alqa_core.config.models import ModelSpec
 from alqa_core.config.sections import TrainConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.organs import OrganTable
-from alqa_core.rounds import current_round, record_state
+from alqa_core.rounds import current_round, require_transition, transition
 from alqa_core.training.cases import TrainingItem
 from alqa_core.training.training_set import TrainingSource, fingerprint, is_holdout, sources_from_manifest
 from alqa_core.workspace import WorkspaceLayout
@@ -140,6 +140,7 @@ def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
     from alqa_core.training.data import lazy_training_cases
 
     round_index = current_round(catalog)
+    require_transition(catalog, round_index, "trained")  # before hours of training, not after
     sources = sources_from_manifest(catalog.read("training_set"), round_index)
     skipped = (
         "no architectures are configured (an external-members campaign): nothing to train" if not config.trained_members
@@ -157,5 +158,5 @@ def train_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
             summaries.append(train_member(layout, member, cases, train_cfg, config.organ_table, config.preprocess.spacing_mm, round_index, fingerprint(sources), progress, qa_term))
             catalog.write("checkpoints", f"{member.name}_round_{round_index:03d}", pd.DataFrame([summaries[-1].record()]))
     reason = skipped or f"{len(summaries)} member(s) trained on {len(sources)} items"
-    record_state(catalog, round_index, "trained", reason, members_trained=len(summaries))
+    transition(catalog, round_index, "trained", reason, members_trained=len(summaries))
     return RoundTraining(round_index, tuple(summaries), skipped)

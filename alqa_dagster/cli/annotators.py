@@ -12,9 +12,12 @@ from alqa_dagster.cli.common import campaign_config, parse_slices, workspace_lay
 def cmd_submit(args) -> int:
     from alqa_core.annotation.intake.inbox import write_submission
 
+    from alqa_core.annotation.queue.packages import package_of
+
     layout = workspace_layout()
     slices = parse_slices(args.slices)
-    package = answered_package(layout, args.case, args.package, required=False)
+    answered = package_of(layout, args.case, args.package)
+    package = answered.package_id if answered is not None else ""
     entry = write_submission(
         layout.inbox, args.case, args.annotator, Path(args.label), "revised", tuple(args.emptied or ()), args.note or "",
         annotated_slices=slices, package=package,
@@ -23,18 +26,6 @@ def cmd_submit(args) -> int:
     answers = f", answering work package {package}" if package else ""
     print(f"submitted {args.case} ({scope}{answers}) as inbox entry {entry.name}; the submissions sensor validates it on its next tick")
     return wait_for_verdict(layout, entry.name, args.wait) if args.wait else 0
-
-
-def answered_package(layout, case_id: str, package_id: str | None, required: bool) -> str:
-    """The package a submission answers: the one named, else the case's newest ("" if it was never queued)."""
-    from alqa_core.annotation.queue.packages import find_package, newest_package
-
-    if package_id:
-        return find_package(layout, case_id, package_id).package_id
-    newest = newest_package(layout, case_id)
-    if newest is None and required:
-        raise AlqaInputError(layout.work_packages(case_id), f"case {case_id} has no work package: only a queued case can be confirmed")
-    return "" if newest is None else newest.package_id
 
 
 def wait_for_verdict(layout, entry_name: str, seconds: float) -> int:
@@ -56,8 +47,10 @@ def wait_for_verdict(layout, entry_name: str, seconds: float) -> int:
 def cmd_confirm(args) -> int:
     from alqa_core.annotation.intake.inbox import write_submission
 
+    from alqa_core.annotation.queue.packages import package_of
+
     layout = workspace_layout()
-    package = answered_package(layout, args.case, args.package, required=True)
+    package = package_of(layout, args.case, args.package, required=True).package_id
     entry = write_submission(layout.inbox, args.case, args.annotator, None, "confirmed", note=args.note or "", package=package)
     print(f"confirmed {args.case}: the pseudo label of work package {package} needs no revision (inbox entry {entry.name})")
     return wait_for_verdict(layout, entry.name, args.wait) if args.wait else 0

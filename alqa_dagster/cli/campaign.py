@@ -36,7 +36,8 @@ def cmd_round(args) -> int:
 
     if args.action == "close":
         return close(workspace_layout(), args.reason)
-    return run_round(workspace_layout(), chunk=args.chunk or campaign_config().batch.cases_per_run)
+    cfg = campaign_config()
+    return run_round(workspace_layout(), chunk=args.chunk or cfg.batch.cases_per_run, config=cfg)
 
 
 def cmd_reassemble(args) -> int:
@@ -127,7 +128,8 @@ def add_commands(sub) -> None:
     s.add_argument("--chunk", type=int, default=None, help="cases per Dagster run (memory is bounded by one chunk); default: the campaign's batch.cases_per_run")
     s.set_defaults(fn=cmd_ingest)
 
-    s = sub.add_parser("round", help="run the next round (train, predict, attention, reassemble, rank, queue), or close the current one")
+    s = sub.add_parser("round", help="what the round sensor would do: run the next round (train, predict, attention, reassemble, rank, queue), "
+                       "rerun one whose run failed, or say what it waits for; or close the current one")
     s.add_argument("action", nargs="?", choices=["close"], help="close: end the queued round with unanswered cases (they go back to the pool)")
     s.add_argument("--reason", default="closed by hand", help="why the round is closed (recorded in the round-state table)")
     s.add_argument("--chunk", type=int, default=None, help="cases per Dagster run for the per-case steps; default: the campaign's batch.cases_per_run")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from alqa_core.errors import AlqaInputError
 
@@ -34,11 +33,8 @@ def campaign_config():
 
 
 def workspace_layout():
-    from alqa_core.workspace import WorkspaceLayout
-
-    cfg = campaign_config()
-    root = Path(os.environ["ALQA_WORKSPACE"]) if os.environ.get("ALQA_WORKSPACE") else cfg.workspace_root
-    return WorkspaceLayout(root.resolve())
+    """The campaign's workspace (``ALQA_WORKSPACE`` overrides its ``workspace_root``), by the rule the resources follow."""
+    return campaign_config().layout(os.environ.get("ALQA_WORKSPACE") or None)
 
 
 def parse_slices(text: str | None) -> tuple[int, ...]:

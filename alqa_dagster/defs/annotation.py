@@ -5,14 +5,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from alqa_core.annotation.labelled.effort import submission_efforts
 from alqa_core.annotation.labelled.reassemble_cases import reassemble_cases
+from alqa_core.annotation.labelled.revise_cases import revise_cases
 from alqa_core.annotation.queue.round_queue import priority_for_round, queue_round
-from alqa_core.annotation.labelled.revisions import revisions_of, write_revised_label
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import numbers, png_markdown, run_summary, table
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import CatalogResource, WorkspaceResource
 
 
 @dg.asset(
@@ -37,12 +36,10 @@ def priority_list(context: dg.AssetExecutionContext, catalog: CatalogResource) -
     description="The round's budget from the top of the priority list (default 5%), one immutable work package version "
     "per case: image, pseudo label with named segments, attention heatmap, preview, task.json. An empty queue converges.",
 )
-def annotation_queue(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dg.MaterializeResult:
-    cat = catalog.catalog()
+def annotation_queue(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    cfg, layout, cat = workspace.open()
     round_index = current_round(cat)
-    done = queue_round(workspace.layout(), cat, campaign.config(), round_index)
+    done = queue_round(layout, cat, cfg, round_index)
     # only queued cases get inline previews in the event log; every other preview is a file in the workspace
     previews = {f"preview_{p.case_id}": png_markdown((p.folder / "preview.png").read_bytes(), p.case_id) for p in done.packages[:10]}
     return dg.MaterializeResult(metadata={"round": round_index, "queued": len(done.frame), "budget": done.queue.budget, "queue": table(done.frame), **previews})
@@ -58,24 +55,15 @@ def annotation_queue(
     "the pseudo label of the work package the annotator confirmed. Materialized by the submissions sensor; a case "
     "nobody answered has none.",
 )
-def revised_labels(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dict[str, Path]:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
-    subs = cat.read("submissions")
-    out = {}
-    for case_id in context.partition_keys:
-        revisions = revisions_of(case_id, subs, layout, cfg.organ_table)
-        if not revisions:
-            context.add_asset_metadata({"revised": "no accepted submission: nothing to revise"}, partition_key=case_id)
-            continue
-        out[case_id] = write_revised_label(layout, case_id, revisions, cfg.organ_table)
-        effort = submission_efforts(layout, case_id, subs, cfg.organ_table)
-        for submission_id, rows in effort.groupby("submission_id") if not effort.empty else ():
-            cat.write("effort", str(submission_id), rows)
-        spent = {"minutes": effort.groupby("submission_id").minutes.first().sum(), "changed_ml": effort.changed_ml.sum()} if not effort.empty else {}
-        context.add_asset_metadata({"submissions": len(revisions), "latest": revisions[-1].submission_id, "annotator": revisions[-1].annotator, **numbers(spent)}, partition_key=case_id)
-    return out
+def revised_labels(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
+    rows = []
+    for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # label maps of one chunk in memory at a time
+        for case_id, done in revise_cases(layout, cat, chunk, cfg.organ_table).items():
+            spent = {"minutes": done.effort.groupby("submission_id").minutes.first().sum(), "changed_ml": done.effort.changed_ml.sum()} if not done.effort.empty else {}
+            rows.append({"case_id": case_id, "submissions": done.submissions, "latest": done.chosen, "annotator": done.annotator, **spent})
+    run_summary(context, rows, unanswered=len(context.partition_keys) - len(rows), catalog_tables="revisions, effort")
+    return {r["case_id"]: layout.revised_label(r["case_id"]) for r in rows}
 
 
 @dg.asset(
@@ -88,10 +76,8 @@ def revised_labels(
     description="The labelled dataset, every case every round: per organ original (dataset) > revised (annotator) > "
     "pseudo (the round's argmax of the ensemble mean), with the provenance of each organ in the catalog.",
 )
-def reassembled_labels(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dict[str, Path]:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+def reassembled_labels(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
     round_index, rows = current_round(cat), []
     for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # label maps of one chunk in memory at a time
         results, moved = reassemble_cases(layout, cat, chunk, cfg.organ_table, round_index)

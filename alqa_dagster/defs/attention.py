@@ -6,7 +6,7 @@ from alqa_core.attention.case import attention_for_cases
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import run_summary
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions, in_chunks
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import WorkspaceResource
 
 
 @dg.asset(
@@ -18,8 +18,8 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     description="Eq. 1-4 of AbdomenAtlas per organ (inconsistency + uncertainty + overlap, cleaned in mm) on the "
     "original grid, kept per round, and the attention size per case, organ and slice in the catalog.",
 )
-def attention_maps(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> None:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+def attention_maps(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> None:
+    cfg, layout, cat = workspace.open()
     round_index, rows = current_round(cat), []
     for chunk in in_chunks(context.partition_keys, cfg.batch.cases_per_run):  # heatmaps of one chunk in memory at a time
         for case_id, r in attention_for_cases(layout, cat, chunk, cfg.attention, cfg.organ_table, round_index).items():

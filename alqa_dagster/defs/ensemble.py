@@ -11,7 +11,7 @@ from alqa_core.rounds import current_round
 from alqa_dagster.defs.training import model_checkpoints
 from alqa_dagster.metadata import refusals, run_summary
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
-from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
+from alqa_dagster.resources import DeviceResource, WorkspaceResource
 
 
 @dg.asset(
@@ -29,15 +29,13 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceReso
 )
 def soft_predictions(
     context: dg.AssetExecutionContext,
-    campaign: CampaignResource,
     workspace: WorkspaceResource,
-    catalog: CatalogResource,
     device: DeviceResource,
     preprocessed_volumes: dict[str, Path],
 ) -> None:
-    cfg, cat = campaign.config(), catalog.catalog()
+    cfg, layout, cat = workspace.open()
     round_index = current_round(cat)
-    result = predict_round(workspace.layout(), cat, cfg, list(preprocessed_volumes), round_index, device.device_name())
+    result = predict_round(layout, cat, cfg, list(preprocessed_volumes), round_index, device.device_name())
     rows = [{"case_id": c, "members": ", ".join(i.name for i in infos), **_few_members(context, cfg, c, infos)} for c, infos in result.members.items()]
     run_summary(context, rows, round=round_index, refused=len(result.errors))
     refusals(context, {c: {"stage": "soft_predictions", "file": "", "reason": r} for c, r in result.errors.items()})

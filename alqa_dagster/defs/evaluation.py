@@ -6,7 +6,7 @@ import pandas as pd
 from alqa_core.rounds import current_round
 from alqa_core.training.training_set import holdout_cases
 from alqa_dagster.metadata import numbers, table
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import WorkspaceResource
 
 
 @dg.asset(
@@ -16,11 +16,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     description="Dice, NSD, HD95, MSD and RVE per organ on held-out labelled cases (never trained on), for each "
     "member and the ensemble; mean, sd, 5th/95th percentiles; a paired test against the previous round.",
 )
-def evaluation_report(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dg.MaterializeResult:
+def evaluation_report(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
     from alqa_core.evaluation.report import compare_rounds, evaluate_round, summary_frame  # torch/MONAI: only in the step that runs it
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+    cfg, layout, cat = workspace.open()
     round_index, cases = current_round(cat), cat.read("cases")
     metrics = evaluate_round(layout, cases, holdout_cases(cases, cfg.evaluation.holdout_fraction), cfg.organ_table, round_index, cfg.evaluation.nsd_tolerance_mm)
     cat.write("metrics", f"round_{round_index:03d}", metrics if not metrics.empty else pd.DataFrame(columns=["case_id", "organ", "round"]))

@@ -13,7 +13,7 @@ from alqa_core.case_errors import run_per_case
 from alqa_core.ingest.cases import index_campaign, ingest_case_label, ingest_case_scan, preprocess_case, write_scan_preview
 from alqa_dagster.metadata import refusals, run_summary
 from alqa_dagster.policies import CASE_BATCHES, cases_partitions
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import WorkspaceResource
 
 
 @dg.asset(
@@ -25,10 +25,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     description="The case's CT as clean int16 HU NIfTI (from NIfTI or a DICOM series), no PHI in the header. "
     "A refused scan is recorded in case_errors (file, reason); the batch goes on.",
 )
-def raw_scans(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource
-) -> dict[str, Path]:
-    index, layout, cat = index_campaign(campaign.config()), workspace.layout(), catalog.catalog()
+def raw_scans(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
+    index = index_campaign(cfg)
     batch = run_per_case(cat, "raw_scans", context.partition_keys, lambda c: ingest_case_scan(index, c, layout, cat), _source(index, "image_path"))
     rows = [{"case_id": c, "shape": str(s.shape), **dict(zip(SPACING, s.spacing_mm)), "preview": str(write_scan_preview(layout.preview("raw_scans", c), s.path))} for c, s in batch.done.items()]
     run_summary(context, rows, refused=len(batch.failed))
@@ -53,10 +52,8 @@ def _source(index, field: str):
     description="The dataset's own (partial) label, remapped onto the organ table on the scan's grid. "
     "Unlabeled cases get an empty map whose annotated organs are none; label values dataset.json does not name are refused.",
 )
-def original_labels(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource, raw_scans: dict[str, Path]
-) -> dict[str, Path]:
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+def original_labels(context: dg.AssetExecutionContext, workspace: WorkspaceResource, raw_scans: dict[str, Path]) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
     index = index_campaign(cfg)
     batch = run_per_case(cat, "original_labels", raw_scans, lambda c: ingest_case_label(index, c, cfg.organ_table, layout), _source(index, "label_path"))
     rows = [
@@ -78,11 +75,9 @@ def original_labels(
     description="RAS, HU window scaled to [0, 1], resampled to the campaign spacing, cropped to the body; "
     "a .grid.json beside it records how to map outputs back to the raw scan's grid.",
 )
-def preprocessed_volumes(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource, raw_scans: dict[str, Path]
-) -> dict[str, Path]:
-    cfg, layout = campaign.config(), workspace.layout()
-    batch = run_per_case(catalog.catalog(), "preprocessed_volumes", raw_scans, lambda c: preprocess_case(c, layout, cfg.preprocess))
+def preprocessed_volumes(context: dg.AssetExecutionContext, workspace: WorkspaceResource, raw_scans: dict[str, Path]) -> dict[str, Path]:
+    cfg, layout, cat = workspace.open()
+    batch = run_per_case(cat, "preprocessed_volumes", raw_scans, lambda c: preprocess_case(c, layout, cfg.preprocess))
     run_summary(context, [{"case_id": c, "shape": str(s.shape), **dict(zip(SPACING, s.spacing_mm))} for c, s in batch.done.items()], refused=len(batch.failed))
     refusals(context, batch.failed)
     return {c: s.path for c, s in batch.done.items()}

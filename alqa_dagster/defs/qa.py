@@ -7,7 +7,7 @@ import dagster as dg
 from alqa_core.rounds import current_round
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
-from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceResource
+from alqa_dagster.resources import WorkspaceResource
 
 
 @dg.asset(
@@ -20,10 +20,10 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, WorkspaceR
     description="Every axial slice of the preprocessed CT with the pseudo label overlaid, 1344 px to grade "
     "(alqa grade CASE 0|1|2) and 256 px for the QA regressor (001).",
 )
-def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dict[str, Path]:
+def qa_montages(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dict[str, Path]:
     from alqa_core.qa.pipeline import write_case_montages  # torch: only in the step that runs it
-    cfg, layout = campaign.config(), workspace.layout()
-    round_index = current_round(catalog.catalog())
+    cfg, layout, cat = workspace.open()
+    round_index = current_round(cat)
     out = {}
     for case_id in context.partition_keys:
         if not layout.pseudo_label(case_id, round_index).exists():
@@ -43,9 +43,9 @@ def qa_montages(context: dg.AssetExecutionContext, campaign: CampaignResource, w
     description="A MONAI ResNet-18 regressing the human QA grade from 256 px montages (MSE, split by case); "
     "it scores every case, and predicted failures can feed the outlier queue.",
 )
-def qa_regressor(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dg.MaterializeResult:
+def qa_regressor(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
     from alqa_core.qa.pipeline import score_cases, train_regressor_from_grades  # torch: only in the step that runs it
-    cfg, layout, cat = campaign.config(), workspace.layout(), catalog.catalog()
+    cfg, layout, cat = workspace.open()
     round_index = max(current_round(cat), 0)
     result, n = train_regressor_from_grades(layout, cat, cfg.qa, layout.qa_regressor(round_index))
     scores = score_cases(layout, layout.qa_regressor(round_index), list(cat.read("cases").case_id), round_index)

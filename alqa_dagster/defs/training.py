@@ -7,7 +7,7 @@ from alqa_core.training.fit import train_round
 from alqa_core.training.round_start import open_round
 from alqa_dagster.metadata import numbers, table
 from alqa_dagster.policies import GPU_TAGS
-from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceResource, WorkspaceResource
+from alqa_dagster.resources import DeviceResource, WorkspaceResource
 
 
 @dg.asset(
@@ -17,8 +17,9 @@ from alqa_dagster.resources import CampaignResource, CatalogResource, DeviceReso
     description="The round's training set: original (partial) labels plus reassembled labels of reviewed cases, over "
     "the ingested cases. Opens round 0, or round t+1 once round t is answered, closed or converged (else round t again).",
 )
-def training_set(context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource) -> dg.MaterializeResult:
-    opened = open_round(catalog.catalog(), workspace.layout(), campaign.config())
+def training_set(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    cfg, layout, cat = workspace.open()
+    opened = open_round(cat, layout, cfg)
     frame = opened.manifest
     context.log.info(f"round {opened.round_index} opened (attempt {opened.record.attempts}): {opened.record.reason}")
     return dg.MaterializeResult(metadata={
@@ -39,9 +40,10 @@ def training_set(context: dg.AssetExecutionContext, campaign: CampaignResource, 
     "saying why, when there is nothing to train (external members only, or an empty training set).",
 )
 def model_checkpoints(
-    context: dg.AssetExecutionContext, campaign: CampaignResource, workspace: WorkspaceResource, catalog: CatalogResource, device: DeviceResource
+    context: dg.AssetExecutionContext, workspace: WorkspaceResource, device: DeviceResource
 ) -> dg.MaterializeResult:
-    done = train_round(workspace.layout(), catalog.catalog(), campaign.config(), device.device_name(), lambda e: context.log.debug(str(e)))
+    cfg, layout, cat = workspace.open()
+    done = train_round(layout, cat, cfg, device.device_name(), lambda e: context.log.debug(str(e)))
     if done.skipped:
         context.log.info(f"round {done.round_index}: {done.skipped}")
     frame = dg.MetadataValue.text(done.skipped) if done.skipped else table(pd.DataFrame([s.record() for s in done.summaries]))

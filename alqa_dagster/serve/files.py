@@ -22,7 +22,7 @@ from fastapi import HTTPException
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
-from alqa_core.annotation.queue.packages import find_package, newest_package
+from alqa_core.annotation.queue.packages import package_of as answered_package
 from alqa_core.annotation.intake.segments import is_positional, positional_names, to_positional
 from alqa_core.annotation.queue.work_package import WorkPackage
 from alqa_core.errors import AlqaInputError
@@ -38,11 +38,9 @@ MODEL = "alqa_ensemble"
 def package_of(state: ServeState, ref: ImageRef) -> WorkPackage | None:
     """The package an id names, or the case's newest when it names none (None: the case was never queued)."""
     try:
-        if ref.package_id:
-            return find_package(state.layout, ref.case_id, ref.package_id)
+        return answered_package(state.layout, ref.case_id, ref.package_id or None)
     except AlqaInputError as exc:
         raise HTTPException(404, f"{ref.case_id}: {exc.reason}") from exc
-    return newest_package(state.layout, ref.case_id)
 
 
 def image_file_name(package: WorkPackage) -> str:

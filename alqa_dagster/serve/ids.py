@@ -1,7 +1,9 @@
 """Image ids as MONAI Label clients see them: ``<case>.<package>.<capability>``, validated before any path is built.
 
 - ``case`` and ``package`` follow the workspace's rules (``[A-Za-z0-9_-]``,
-  ``r<round>-<12 hex>``), so no id can name a path outside the workspace.
+  ``r<round>-<12 hex>``), checked by the workspace's own validators (the
+  ones ``alqa submit`` and the intake use), so no id can name a path outside
+  the workspace.
 - ``capability`` is an HMAC of ``case.package`` under a key drawn when the
   server starts. 3D Slicer downloads ``/datastore/image`` with plain urllib,
   without the bearer token; that one route accepts either a valid token or a
@@ -23,7 +25,8 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from alqa_core.workspace import CASE_ID_RE, PACKAGE_ID_RE
+from alqa_core.errors import AlqaInputError
+from alqa_core.workspace import validate_case_id, validate_package_id
 
 _CAP_RE = re.compile(r"^[a-z2-7]{26}$")
 
@@ -60,10 +63,12 @@ def parse_image_id(text: str) -> ImageRef:
     if len(parts) > 3:
         raise BadId(f"invalid image id {text!r}: expected <case>[.<package>[.<capability>]]")
     case_id, package_id, cap = (parts + ["", ""])[:3]
-    if not CASE_ID_RE.fullmatch(case_id):
-        raise BadId(f"invalid image id {text!r}: the case id must match [A-Za-z0-9_-]{{1,64}}")
-    if len(parts) > 1 and not PACKAGE_ID_RE.fullmatch(package_id):
-        raise BadId(f"invalid image id {text!r}: the package must be r<round>-<12 hex digits>")
+    try:
+        check_case_id(case_id)
+        if len(parts) > 1:
+            check_package_id(package_id)
+    except BadId as exc:
+        raise BadId(f"invalid image id {text!r}: {exc}") from None
     if len(parts) > 2 and not _CAP_RE.fullmatch(cap):
         raise BadId(f"invalid image id {text!r}: malformed capability")
     return ImageRef(case_id, package_id, cap)
@@ -74,12 +79,16 @@ def capability_ok(key: bytes, ref: ImageRef) -> bool:
 
 
 def check_case_id(text: str) -> str:
-    if not isinstance(text, str) or not CASE_ID_RE.fullmatch(text):
-        raise BadId(f"invalid case id {text!r}: must match [A-Za-z0-9_-]{{1,64}}")
-    return text
+    """:func:`alqa_core.workspace.validate_case_id`, refused as a BadId (400)."""
+    try:
+        return validate_case_id(text)
+    except AlqaInputError as exc:
+        raise BadId(exc.reason) from None
 
 
 def check_package_id(text: str) -> str:
-    if not isinstance(text, str) or not PACKAGE_ID_RE.fullmatch(text):
-        raise BadId(f"invalid work package id {text!r}: expected r<round>-<12 hex digits>")
-    return text
+    """:func:`alqa_core.workspace.validate_package_id`, refused as a BadId (400)."""
+    try:
+        return validate_package_id(text)
+    except AlqaInputError as exc:
+        raise BadId(exc.reason) from None

@@ -630,17 +630,20 @@ def test_the_worklist_in_chromium_logs_in_and_grades_a_case_by_key(served, tmp_p
 
 def test_a_round_in_flight_shows_as_training_to_slicer(served):
     """While the next round trains and predicts in Dagster, check_if_running answers 200 and GET /train/ says RUNNING."""
-    from alqa_core.rounds import record_state
+    from ..conftest import walk_round
 
     s = served
     client = logged_in(s)
     assert client.train_status(True) is False
-    record_state(s.catalog, 1, "opened", "round 1 started by the round sensor")
+    round0 = s.catalog.path_of("rounds", "round_000")
+    queued = round0.read_bytes()
+    walk_round(s.catalog, 1, "opened", "round 1 started by the round sensor")  # round 0 closed, round 1 opened
     try:
         assert client.train_status(True) is True
         task = client.train_status(False)
         assert task["status"] == "RUNNING" and task["request"]["round"] == 1 and task["start_ts"]
         assert client.next_sample("alqa_priority", {}) == {}  # round 1 has no queue yet: nothing to hand out
     finally:
-        s.catalog.path_of("rounds", "round_001").unlink()  # this module's later state is round 0's
+        s.catalog.path_of("rounds", "round_001").unlink()  # this module's later state is round 0's, queued
+        round0.write_bytes(queued)
     assert client.train_status(True) is False

@@ -23,7 +23,7 @@ from typing import Callable, Collection
 import pandas as pd
 
 from alqa_core.annotation.intake.inbox import InboxEntry, scan_inbox, submitted_slices
-from alqa_core.annotation.intake.store import move_into_store, quarantine_entry, store_record, stored_path
+from alqa_core.annotation.intake.store import move_into_store, quarantine_entry, store_label, store_record, stored_path
 from alqa_core.annotation.intake.validation import Verdict, validate_entry
 from alqa_core.annotation.queue.packages import package_of, package_pseudo_label
 from alqa_core.catalog import Catalog
@@ -68,7 +68,7 @@ def _package_of(layout: WorkspaceLayout):
     return package
 
 
-def _row(v: Verdict, status: str, round_index: int, stored: Path | None) -> dict:
+def _row(v: Verdict, status: str, round_index: int, stored: Path | None, label: Path | None = None) -> dict:
     meta = v.meta
     return {
         "submission_id": v.sha256[:16] if v.sha256 else v.entry.name.replace("/", "__"),
@@ -82,6 +82,7 @@ def _row(v: Verdict, status: str, round_index: int, stored: Path | None) -> dict
         "entry": v.entry.name,
         "entry_mtime_ns": int(v.entry.mtime_ns),
         "stored_path": "" if stored is None else str(stored),
+        "label_path": "" if label is None else str(label),
         "reasons": "\n".join(v.reasons),
         "flags": "\n".join(v.flags),
         "organ_voxels": json.dumps(v.organ_voxels),
@@ -126,7 +127,7 @@ def process_inbox(
 
     The order makes a crash at any point lose nothing and record nothing twice:
 
-    1. validate each entry (reads only); write an accepted content's record (idempotent);
+    1. validate each entry (reads only); write an accepted content's record and its label as validated (idempotent);
     2. write the batch's rows to the catalog as ONE Parquet partition: the commit;
     3. move the files out of the inbox (into the store or quarantine).
 
@@ -182,7 +183,8 @@ def process_inbox(
         status = "duplicate" if key in seen else "accepted"
         seen.add(key)
         store_record(v, layout.submissions_store)
-        new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path))))
+        label = store_label(v, layout) if status == "accepted" and v.label is not None else None
+        new.append((entry, _row(v, status, round_index, stored_path(layout.submissions_store, v.sha256, entry.label_path), label)))
     if new:
         first = new[0][0]
         digest = hashlib.sha256(first.name.encode()).hexdigest()[:16]

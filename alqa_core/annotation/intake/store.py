@@ -1,13 +1,17 @@
-"""The immutable submission store and the quarantine: moves that never overwrite and can be repeated after a crash.
+"""The immutable submission store, the accepted labels and the quarantine: writes that never overwrite and can be repeated after a crash.
 
 Accepted files are moved into a content-addressed store
 (``submissions/<sha256>.nii.gz``) and rejected ones into
 ``quarantine/<entry>/`` with a ``reason.txt``: nothing a user gave is deleted
-or overwritten.
+or overwritten. Beside the file as handed in, an accepted revision's label is
+kept as validation read it (``accepted_labels/<case>/<key>.nii.gz``: organ
+values on the case's grid, a slice-level revision merged onto its package's
+pseudo label), so nothing downstream reads and maps the submitted file again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +20,8 @@ from alqa_core.annotation.intake.inbox import InboxEntry
 from alqa_core.annotation.intake.label_files import label_suffix
 from alqa_core.annotation.intake.validation import Verdict
 from alqa_core.io.atomic import atomic_write_text
+from alqa_core.io.nifti import write_label
+from alqa_core.workspace import WorkspaceLayout
 
 
 def _move_no_clobber(src: Path, dst: Path) -> None:
@@ -54,6 +60,23 @@ def store_record(verdict: Verdict, store: Path) -> Path:
         record = {**json.loads(verdict.meta.to_json()), "flags": list(verdict.flags), "entry": verdict.entry.name}
         atomic_write_text(target, json.dumps(record, indent=1))
     return target
+
+
+def accepted_label_key(verdict: Verdict) -> str:
+    """What an accepted revision's label is made of: the file's content, its case, the package it answers, its slices and segment names."""
+    meta = verdict.meta
+    made_of = [verdict.sha256, meta.case_id, verdict.package_id, list(meta.annotated_slices), [list(s) for s in meta.segments]]
+    return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:32]
+
+
+def store_label(verdict: Verdict, layout: WorkspaceLayout) -> Path:
+    """Write an accepted revision's label as validation checked it, once (the same key is the same label); its path."""
+    if verdict.label is None or verdict.meta is None:
+        raise ValueError(f"{verdict.entry.name}: only an accepted revision has a label to store")
+    path = layout.accepted_label(verdict.meta.case_id, accepted_label_key(verdict))
+    if not path.exists():
+        write_label(path, verdict.label)
+    return path
 
 
 def move_into_store(entry: InboxEntry, sha256: str, store: Path) -> None:

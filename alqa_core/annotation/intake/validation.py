@@ -1,7 +1,10 @@
 """Validating one inbox entry against its case: the grid, the label values, emptied organs, swaps, slices.
 
 Reasons reject an entry; flags only warn. A slice-level revision is merged
-onto the work package's pseudo label before the checks.
+onto the work package's pseudo label before the checks. An accepted
+revision's verdict carries the label it checked (organ values on the case's
+grid, slices merged): the intake stores it, and everything downstream reads
+that file instead of reading and mapping the submitted one again.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class Verdict:
     organ_voxels: dict = field(default_factory=dict)
     #: the work package version the entry answers ("" when the case was never queued)
     package_id: str = ""
+    #: the revision as checked: organ values on the case's grid, a slice-level revision merged onto the
+    #: package's pseudo label (None: a confirmation, or a rejected entry)
+    label: LabelMap | None = field(default=None, compare=False, repr=False)
 
     @property
     def accepted(self) -> bool:
@@ -161,4 +167,4 @@ def validate_entry(
         label = apply_slice_revision(pseudo, label, meta.annotated_slices)
     reasons, flags, voxels = check_revision(label, reference, pseudo, table, meta.emptied_organs, volume_change_factor)
     reasons = tuple(f"{entry.label_path}: {r}" for r in reasons)
-    return Verdict(entry, meta, reasons, tuple(flags), file_sha256(entry.label_path), voxels, package_id)
+    return Verdict(entry, meta, reasons, tuple(flags), file_sha256(entry.label_path), voxels, package_id, None if reasons else label)

@@ -34,14 +34,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.intake.inbox import KINDS, submitted_slices
-from alqa_core.annotation.intake.validation import apply_slice_revision
-from alqa_core.annotation.labelled.revisions import submission_label, submission_package
+from alqa_core.annotation.intake.inbox import KINDS
+from alqa_core.annotation.labelled.answers import Answer
 from alqa_core.errors import AlqaInputError
-from alqa_core.io.nifti import read_label
 from alqa_core.organs import OrganTable, canonical_organ_name
 from alqa_core.volume import LabelMap
-from alqa_core.workspace import WorkspaceLayout
 
 #: Columns of the catalog ``effort`` table, in order.
 EFFORT_COLUMNS = (
@@ -258,26 +255,19 @@ def effort_records(efforts: Iterable[SubmissionEffort]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- summaries
 
 
-def submission_efforts(layout: WorkspaceLayout, case_id: str, submissions: pd.DataFrame, table: OrganTable) -> pd.DataFrame:
-    """Effort rows (``effort`` table) for the case's accepted submissions that answered a work package.
+def submission_efforts(answers: Sequence[Answer], table: OrganTable) -> pd.DataFrame:
+    """Effort rows (``effort`` table) for a case's answers (:func:`~alqa_core.annotation.labelled.answers.case_answers`) that answered a work package.
 
     Minutes run from the package's creation (its task.json) to the submission;
-    corrections compare the package's pseudo label with the revised label.
-    A submission for a case that was never queued has no package to measure against.
+    corrections compare the package's pseudo label with the revision as
+    validated (a slice-level one is that pseudo label with the revised slices,
+    so only they count). A submission for a case that was never queued has no
+    package to measure against. Nothing is read here.
     """
-    if submissions.empty:
-        return pd.DataFrame()
-    rows = submissions[(submissions.case_id == case_id) & (submissions.status == "accepted")]
-    efforts = []
-    for r in rows.itertuples():
-        package = submission_package(r, layout)
-        if package is None:
-            continue
-        pseudo = read_label(package.pseudo_label_path)
-        revised = submission_label(r, layout, table) if r.kind == "revised" else None
-        if revised is not None and submitted_slices(r):  # only the revised slices were edited
-            revised = apply_slice_revision(pseudo, revised, submitted_slices(r))
-        efforts.append(
-            submission_effort(str(r.submission_id), case_id, str(r.annotator), int(r.round), package.created_at, str(r.submitted_at), str(r.kind), pseudo, revised, table)
-        )
+    efforts = [
+        submission_effort(a.submission_id, a.case_id, a.annotator, a.round_index, a.package.created_at, a.submitted_at, a.kind, a.package_label,
+                          a.label if a.kind == "revised" else None, table)
+        for a in answers
+        if a.package is not None
+    ]
     return effort_records(efforts) if efforts else pd.DataFrame()

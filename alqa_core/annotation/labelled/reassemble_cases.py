@@ -1,4 +1,8 @@
-"""The labelled dataset: every ingested case's reassembled label and provenance, each round and after each answer."""
+"""The labelled dataset: every ingested case's reassembled label and provenance, each round and after each answer.
+
+A case's revision is what ``revised_labels`` last wrote for it (:func:`~.revisions.revision_of`): the
+submissions themselves are never read here.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from alqa_core.annotation.labelled.reassembly import ReassembledLabel, reassemble_case
-from alqa_core.annotation.labelled.revisions import revisions_of
+from alqa_core.annotation.labelled.revisions import REVISIONS, revision_of
 from alqa_core.annotation.labelled.rounds import advance_on_answers
 from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
@@ -28,7 +32,7 @@ def reassemble_cases(
     to ``answered`` (or ``converged``): the returned record, else None.
     """
     cases = catalog.read("cases").set_index("case_id")
-    subs = catalog.read("submissions")
+    revised = catalog.read(REVISIONS)
     refused = failed_cases(catalog)
     out: dict[str, ReassembledLabel] = {}
     for case_id in case_ids:
@@ -36,7 +40,8 @@ def reassemble_cases(
         if pseudo_round is None:
             continue
         organs = [o for o in str(cases.loc[case_id].annotated_organs or "").split(",") if o]
-        result = reassemble_case(layout, case_id, organs, revisions_of(case_id, subs, layout, table), table, pseudo_round)
+        revision = revision_of(case_id, revised, layout)
+        result = reassemble_case(layout, case_id, organs, [revision] if revision is not None else [], table, pseudo_round)
         catalog.write("provenance", case_id, pd.DataFrame(result.to_records()))
         out[case_id] = result
     return out, advance_on_answers(catalog)

@@ -72,6 +72,8 @@ class Revision:
     submitted_at: datetime
     kind: RevisionKind = "revised"
     organs: tuple[str, ...] | None = None
+    #: other accepted submissions of the case this one was chosen over (when it was chosen)
+    superseded: tuple[str, ...] = ()
 
     def __post_init__(self):
         where = f"submission {self.submission_id!r}"
@@ -186,7 +188,8 @@ def reassemble(
     ``dataset.json`` labels); ``original`` may be ``None`` only when that is
     empty. ``revision`` may be one accepted submission or several, in which
     case :func:`select_revision` picks one and the others are recorded as
-    ``superseded``. Nothing is mutated; grids must all match.
+    ``superseded`` (one revision carries its own ``superseded``). Nothing is
+    mutated; grids must all match.
     """
     where = f"case {case_id!r}"
     orig_names = _organ_set(table, original_organs, f"{where} original label")
@@ -195,12 +198,11 @@ def reassemble(
     if original is not None:
         require_same_grid(pseudo.grid, original.grid, f"{where} original label", "the pseudo label")
 
+    candidates = (revision,) if isinstance(revision, Revision) else tuple(revision or ())
+    revision = select_revision(candidates) if candidates else None
     superseded: tuple[str, ...] = ()
-    if revision is not None and not isinstance(revision, Revision):
-        candidates = tuple(revision)
-        revision = select_revision(candidates) if candidates else None
-        if revision is not None:
-            superseded = tuple(sorted(r.submission_id for r in candidates if r is not revision))
+    if revision is not None:
+        superseded = tuple(sorted(set(revision.superseded) | {r.submission_id for r in candidates if r is not revision}))
     rev_names: tuple[str, ...] = ()
     if revision is not None:
         rev_where = f"{where} submission {revision.submission_id!r}"

@@ -1,21 +1,24 @@
-"""Where the campaign stands: the current round's state, its queue and answers, and the transitions answers cause.
+"""Where the campaign stands: the current round's state, its queue and answers, the transitions answers cause, what comes next.
 
-The state comes from the round-state table (:mod:`alqa_core.rounds`); the
+The state comes from the round state machine (:mod:`alqa_core.rounds`); the
 queue, the answers and what waits for reassembly come from the catalog's
 ``queue``, ``submissions`` and ``provenance`` tables. The sensors, ``alqa
-status`` and the assets all read this one view.
+status``, ``alqa round`` and the assets all read this one view, and
+:func:`what_next` hands the state machine's :func:`~alqa_core.rounds.decide`
+these facts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 
 from alqa_core.annotation.intake.inbox import submitted_slices
 from alqa_core.annotation.queue.priority import StopDecision, stop_rule
 from alqa_core.catalog import Catalog
-from alqa_core.rounds import RoundRecord, latest_round, record_state
+from alqa_core.rounds import IllegalTransition, RoundDecision, RoundRecord, decide, latest_round, transition
 
 
 @dataclass(frozen=True)
@@ -84,19 +87,26 @@ def advance_on_answers(catalog: Catalog) -> RoundRecord | None:
         return None
     waiting = awaiting_reassembly(catalog, s.round_index)
     if s.decision.converged and s.decision.top_case is not None and s.decision.top_case not in _cases_of(catalog, waiting):
-        return record_state(catalog, s.round_index, "converged", s.decision.reason)
+        return transition(catalog, s.round_index, "converged", s.decision.reason)
     if s.pending or waiting:
         return None
-    return record_state(catalog, s.round_index, "answered", f"all {len(s.queue)} queued cases answered and reassembled")
+    return transition(catalog, s.round_index, "answered", f"all {len(s.queue)} queued cases answered and reassembled")
 
 
 def close_round(catalog: Catalog, reason: str) -> RoundRecord:
     """Close the current queued round with unanswered cases (they go back to the pool); the next round may start."""
     s = round_state(catalog)
     if s.state != "queued":
-        raise ValueError(f"round {s.round_index} is {s.state or 'not started'}; only a queued round can be closed")
+        raise IllegalTransition(f"round {s.round_index} is {s.state or 'not started'}; only a queued round can be closed")
     pending = ", ".join(s.pending) or "none"
-    return record_state(catalog, s.round_index, "closed", f"{reason} (unanswered, back to the pool: {pending})")
+    return transition(catalog, s.round_index, "closed", f"{reason} (unanswered, back to the pool: {pending})")
+
+
+def what_next(catalog: Catalog, timeout_hours: float | None = None, now: datetime | None = None) -> RoundDecision:
+    """What the round loop does next (:func:`alqa_core.rounds.decide` on the catalog's facts); the round sensor and ``alqa round`` act on it."""
+    s = round_state(catalog)
+    waiting = awaiting_reassembly(catalog, s.round_index) if s.record is not None else set()
+    return decide(s.record, len(s.pending), len(s.queue), len(waiting), timeout_hours, now)
 
 
 def reviewed_cases(catalog: Catalog) -> set[str]:
@@ -151,4 +161,5 @@ __all__ = [
     "revised_slices",
     "round_queue",
     "round_state",
+    "what_next",
 ]

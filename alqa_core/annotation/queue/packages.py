@@ -1,4 +1,4 @@
-"""A case's work package versions: listing them, the newest, one by id, and the pseudo label a package handed out."""
+"""A case's work package versions: listing them, the newest, one by id, the one a submission answers, and the pseudo label a package handed out."""
 
 from __future__ import annotations
 
@@ -34,9 +34,18 @@ def find_package(layout: WorkspaceLayout, case_id: str, package_id: str) -> Work
     return package
 
 
-def package_of(layout: WorkspaceLayout, case_id: str, package_id: str | None) -> WorkPackage | None:
-    """The named package, or the case's newest when none is named (None if the case was never queued)."""
-    return find_package(layout, case_id, package_id) if package_id else newest_package(layout, case_id)
+def package_of(layout: WorkspaceLayout, case_id: str, package_id: str | None = None, required: bool = False) -> WorkPackage | None:
+    """The package a submission answers: the one named (it must exist), else the case's newest; None if the case was
+    never queued, an AlqaInputError instead when ``required`` (a confirmation confirms a package).
+
+    The one rule of ``alqa submit``/``confirm``, ``alqa serve`` and the submissions sensor.
+    """
+    if package_id:
+        return find_package(layout, case_id, package_id)
+    newest = newest_package(layout, case_id)
+    if newest is None and required:
+        raise AlqaInputError(layout.work_packages(case_id), f"case {case_id} has no work package: only a queued case can be confirmed")
+    return newest
 
 
 def package_pseudo_label(package: WorkPackage) -> LabelMap:

@@ -1,12 +1,14 @@
 """The priority list, the round's queue and the stop rule (003 §3.2, steps 4, 5 and 8).
 
-- :func:`rank_cases`: cases ranked by attention size, largest first; ties by
+- :func:`rank_frame`: cases ranked by attention size, largest first; ties by
   ``case_id`` (so the order never depends on input order). Within a case,
   the organs to fix come largest attention first (ties by organ name), and
-  organs with no attention are left out, as in the public code's CSV.
-  :func:`rank_attention_rows` is the same ranking straight from the
-  catalog's ``attention_organ`` rows, vectorised (100,000 cases in well under
-  a second, where one Python object per case and organ took ~40 s).
+  organs with no attention are left out, as in the public code's CSV. It
+  ranks one round's ``attention_organ`` rows, vectorised (100,000 cases in
+  well under a second, where one Python object per case and organ took
+  ~40 s); :func:`rank_attention_rows` gives the same list as a
+  :class:`PriorityList`, and :func:`priority_list` reads a ranked frame
+  (the ``priority`` table) back as one.
 - The measure is configurable (:data:`MEASURES`, sums over the case's scored
   organs, see :mod:`alqa_core.attention.size`). The default,
   ``relative_per_cm``, is each organ's attention relative to its predicted
@@ -26,7 +28,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -37,61 +39,6 @@ from alqa_core.errors import AlqaInputError
 
 MEASURES = ("relative_per_cm", "relative", "ml_per_cm", "attention_ml", "weighted_ml", "abdomenatlas")
 DEFAULT_MEASURE = "relative_per_cm"
-
-
-@dataclass(frozen=True)
-class OrganAttention:
-    """One organ's attention sizes (the numeric columns of the ``attention_organ`` table)."""
-
-    organ: str
-    attention_ml: float = 0.0
-    weighted_ml: float = 0.0
-    relative: float = 0.0
-    ml_per_cm: float = 0.0
-    relative_per_cm: float = 0.0
-    abdomenatlas: float = 0.0
-
-    def value(self, measure: str) -> float:
-        return float(getattr(self, _check_measure(measure)))
-
-
-@dataclass(frozen=True)
-class CaseAttentionSummary:
-    """A case's scored organs and their attention sizes."""
-
-    case_id: str
-    dataset: str
-    organs: tuple[OrganAttention, ...]
-
-    def score(self, measure: str = DEFAULT_MEASURE) -> float:
-        return float(sum(o.value(measure) for o in self.organs))
-
-    @classmethod
-    def from_size(cls, size: Any) -> "CaseAttentionSummary":
-        """From an :class:`alqa_core.attention.AttentionSize` (its scored organs)."""
-        names = [f.name for f in fields(OrganAttention) if f.name != "organ"]
-        organs = tuple(
-            OrganAttention(o.organ, **{n: float(getattr(o, n)) for n in names}) for o in size.organs if o.scored
-        )
-        return cls(size.case_id, size.dataset, organs)
-
-
-def summaries_from_records(rows: Iterable[Mapping[str, Any]], datasets: Mapping[str, str] | None = None) -> tuple[CaseAttentionSummary, ...]:
-    """Summaries from ``attention_organ`` rows (one round's); rows with ``scored`` false are skipped.
-
-    ``dataset`` comes from the row, else from ``datasets[case_id]``, else "".
-    """
-    names = [f.name for f in fields(OrganAttention) if f.name != "organ"]
-    by_case: dict[str, list[OrganAttention]] = {}
-    case_dataset: dict[str, str] = {}
-    for row in rows:
-        case_id = str(row["case_id"])
-        by_case.setdefault(case_id, [])
-        case_dataset[case_id] = str(row.get("dataset") or (datasets or {}).get(case_id, ""))
-        if not bool(row.get("scored", True)):
-            continue
-        by_case[case_id].append(OrganAttention(str(row["organ"]), **{n: float(row.get(n, 0.0)) for n in names}))
-    return tuple(CaseAttentionSummary(c, case_dataset[c], tuple(o)) for c, o in by_case.items())
 
 
 @dataclass(frozen=True)
@@ -140,47 +87,29 @@ def _check_measure(measure: str) -> str:
     return measure
 
 
-def rank_cases(summaries: Iterable[CaseAttentionSummary], *, measure: str = DEFAULT_MEASURE) -> PriorityList:
-    """Rank cases by attention size (descending; ties by ``case_id``)."""
-    _check_measure(measure)
-    summaries = list(summaries)
-    seen: set[str] = set()
-    scored = []
-    for s in summaries:
-        if s.case_id in seen:
-            raise AlqaInputError(None, f"priority: case {s.case_id!r} appears twice in the attention summaries")
-        seen.add(s.case_id)
-        values = [(o.organ, o.value(measure)) for o in s.organs]
-        if not all(math.isfinite(v) and v >= 0 for _, v in values):
-            raise AlqaInputError(None, f"priority: case {s.case_id!r} has attention sizes that are not finite and >= 0: {values}")
-        score = float(sum(v for _, v in values))
-        order = sorted((x for x in values if x[1] > 0), key=lambda x: (-x[1], x[0]))
-        scored.append((score, s, order))
-    scored.sort(key=lambda x: (-x[0], x[1].case_id))
-    entries = tuple(
-        PriorityEntry(i + 1, s.case_id, s.dataset, score, tuple(o for o, _ in order), tuple(v for _, v in order))
-        for i, (score, s, order) in enumerate(scored)
-    )
-    return PriorityList(measure, entries)
-
-
 #: the columns of :func:`rank_frame` (the ``priority`` table's, less ``round`` and ``measure``)
 RANK_COLUMNS = ("rank", "case_id", "dataset", "score", "organs", "organ_scores")
 
 
 def rank_attention_rows(rows: pd.DataFrame, *, measure: str = DEFAULT_MEASURE, datasets: Mapping[str, str] | None = None) -> PriorityList:
-    """:func:`rank_cases` of :func:`summaries_from_records` over one round's ``attention_organ`` rows: the same list, vectorised."""
-    frame = rank_frame(rows, measure=measure, datasets=datasets)
+    """:func:`rank_frame` of one round's ``attention_organ`` rows as a :class:`PriorityList`."""
+    return priority_list(rank_frame(rows, measure=measure, datasets=datasets), measure)
+
+
+def priority_list(frame: pd.DataFrame, measure: str = DEFAULT_MEASURE) -> PriorityList:
+    """A ranked frame (:func:`rank_frame`'s, or the ``priority`` table's rows of one round) as a :class:`PriorityList`, by rank."""
+    frame = frame.sort_values("rank") if len(frame) else frame
     entries = zip(frame["rank"].tolist(), frame.case_id.tolist(), frame.dataset.tolist(), frame.score.tolist(), frame.organs.tolist(), frame.organ_scores.tolist())
-    return PriorityList(measure, tuple(PriorityEntry(r, c, d, s, tuple(o), tuple(v)) for r, c, d, s, o, v in entries))
+    return PriorityList(_check_measure(measure), tuple(PriorityEntry(int(r), str(c), str(d or ""), float(s), tuple(str(x) for x in o), tuple(float(x) for x in v)) for r, c, d, s, o, v in entries))
 
 
 def rank_frame(rows: pd.DataFrame, *, measure: str = DEFAULT_MEASURE, datasets: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The priority list of one round's ``attention_organ`` rows as a frame (:data:`RANK_COLUMNS`), most urgent first.
 
-    The ranking of :func:`rank_cases`, without an object per case: a case's
-    score is the sum, in row order, of its scored organs' ``measure`` (so the
-    floats are bit-identical); a case whose rows are all unscored is ranked
+    Without an object per case: a case's score is the sum, in row order, of
+    its scored organs' ``measure`` (rows with ``scored`` false are skipped;
+    ``dataset`` comes from the row, else from ``datasets[case_id]``, else
+    ""); a case whose rows are all unscored is ranked
     with score 0; ties by case id; ``organs`` lists the organs to fix (value >
     0, largest first, ties by name) and ``organ_scores`` their values. Values
     must be finite and >= 0; a (case, organ) given twice is refused (one

@@ -1,4 +1,4 @@
-"""The round's queue: the priority list from attention rows, the queue by the configured strategy, its work packages."""
+"""The round's priority list from its attention rows (kept in the catalog's ``priority`` table), and its queue read from that table by the configured strategy, with its work packages."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from alqa_core.annotation.queue.priority import AnnotationQueue, PriorityList, rank_attention_rows, rank_frame, select_queue
+from alqa_core.annotation.queue.priority import DEFAULT_MEASURE, AnnotationQueue, PriorityList, priority_list, rank_attention_rows, rank_frame, select_queue
 from alqa_core.annotation.queue.work_package import WorkPackage, write_work_package
 from alqa_core.case_errors import failed_cases
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import BudgetConfig, CampaignConfig
+from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import read_ct, read_label, read_soft_prediction
 from alqa_core.organs import OrganTable
-from alqa_core.rounds import record_state
+from alqa_core.rounds import require_transition, transition
 from alqa_core.workspace import WorkspaceLayout
 
 
@@ -69,6 +70,7 @@ def _round_attention(catalog: Catalog, round_index: int) -> pd.DataFrame:
 
 def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relative_per_cm") -> pd.DataFrame:
     """Rank the round's cases by attention size, keep the list in the catalog (returned), and mark the round predicted."""
+    require_transition(catalog, round_index, "predicted")
     attention = _round_attention(catalog, round_index)
     cases = catalog.read("cases")
     frame = rank_frame(attention, measure=measure, datasets=dict(zip(cases.case_id, cases.dataset)) if not cases.empty else {})
@@ -77,8 +79,18 @@ def priority_for_round(catalog: Catalog, round_index: int, measure: str = "relat
     catalog.write("priority", f"round_{round_index:03d}", frame)
     predicted = 0 if attention.empty else attention.case_id.nunique()
     refused = failed_cases(catalog, None)
-    record_state(catalog, round_index, "predicted", f"{predicted} cases predicted, {len(refused)} with an open error", cases_predicted=int(predicted), cases_with_errors=len(refused))
+    transition(catalog, round_index, "predicted", f"{predicted} cases predicted, {len(refused)} with an open error", cases_predicted=int(predicted), cases_with_errors=len(refused))
     return frame
+
+
+def read_priority(catalog: Catalog, round_index: int) -> PriorityList:
+    """Round ``round_index``'s priority list as :func:`priority_for_round` kept it (the ``priority`` table)."""
+    partition = f"round_{int(round_index):03d}"
+    if not catalog.path_of("priority", partition).exists():
+        raise AlqaInputError(catalog.path_of("priority", partition), f"round {round_index} has no priority list yet: materialize priority_list first")
+    frame = catalog.read("priority", partition)
+    measure = str(frame.measure.iloc[0]) if len(frame) else DEFAULT_MEASURE
+    return priority_list(frame, measure)
 
 
 @dataclass(frozen=True)
@@ -89,14 +101,16 @@ class RoundQueue:
 
 
 def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfig, round_index: int) -> RoundQueue:
-    """The round's queue by the configured strategy, a work package version per queued case, and the round's state.
+    """The round's queue by the configured strategy from its priority list (:func:`read_priority`), a work package
+    version per queued case, and the round's state.
 
     An empty queue (no case has attention left, or every one was reviewed)
     converges the campaign; otherwise the round is ``queued``.
     """
     from alqa_core.qa.grades import latest_grades
 
-    priority = priority_from_attention(_round_attention(catalog, round_index), catalog.read("cases"))
+    require_transition(catalog, round_index, "queued")  # before any work package is written
+    priority = read_priority(catalog, round_index)
     subs = catalog.read("submissions")
     answered = () if subs.empty else tuple(subs[(subs.status == "accepted") & (subs["round"] == round_index)].case_id)
     queue = queue_for_round(priority, config.budget, answered, grades=latest_grades(catalog), predicted=catalog.read("qa_scores"))
@@ -107,7 +121,7 @@ def queue_round(layout: WorkspaceLayout, catalog: Catalog, config: CampaignConfi
     frame["created_at"] = [p.created_at for p in packages]
     catalog.write("queue", f"round_{round_index:03d}", frame)
     if frame.empty:
-        record_state(catalog, round_index, "converged", "the queue is empty: no case has attention left to review", queued=0)
+        transition(catalog, round_index, "converged", "the queue is empty: no case has attention left to review", queued=0)
     else:
-        record_state(catalog, round_index, "queued", f"{len(frame)} cases queued (budget {queue.budget})", queued=len(frame))
+        transition(catalog, round_index, "queued", f"{len(frame)} cases queued (budget {queue.budget})", queued=len(frame))
     return RoundQueue(queue, packages, frame)

@@ -21,7 +21,9 @@ from alqa_core.errors import AlqaInputError
 from alqa_core.io.nifti import write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.organs import OrganTable
-from alqa_core.rounds import record_state
+
+from ...conftest import walk_round
+
 
 # ---------------------------------------------------------------- annotators
 
@@ -90,10 +92,10 @@ def _accept(cat: Catalog, case: str, t: int, who: str, sid: str, status: str = "
 def test_the_next_case_follows_priority_skips_answered_and_waiting_and_spreads_annotators(tmp_path):
     cat, inbox = Catalog(tmp_path / "catalog"), tmp_path / "inbox"
     assert read_worklist(cat, inbox).round_index == -1 and next_item(read_worklist(cat, inbox), "dr_a") is None
-    record_state(cat, 0, "opened")
+    walk_round(cat, 0, "opened")
     _queue(cat, 0, ["c1", "c2", "c3", "c4"])
     assert next_item(read_worklist(cat, inbox), "dr_a") is None  # the round is not queued yet: nothing handed out
-    record_state(cat, 0, "queued")
+    walk_round(cat, 0, "queued")
     w = read_worklist(cat, inbox)
     assert [i.case_id for i in w.items] == ["c1", "c2", "c3", "c4"] and w.items[0].organs == ("liver", "spleen")
     assert next_item(w, "dr_a").case_id == "c1"
@@ -109,7 +111,7 @@ def test_the_next_case_follows_priority_skips_answered_and_waiting_and_spreads_a
     assert w.completed == 1
     assert next_item(w, "dr_a").case_id == "c3"
     assert next_item(w, "dr_a", {"c3": "dr_b", "c4": "dr_c"}).case_id == "c3"  # all held: the first open one, not none
-    record_state(cat, 0, "closed", "by hand")
+    walk_round(cat, 0, "closed", "by hand")
     assert next_item(read_worklist(cat, inbox), "dr_a") is None  # a closed round hands out nothing
 
 
@@ -155,7 +157,7 @@ def test_the_worklist_fingerprint_moves_with_every_write_it_depends_on(tmp_path)
     from alqa_core.annotation.intake.worklist import worklist_fingerprint
 
     cat, inbox = Catalog(tmp_path / "catalog"), tmp_path / "inbox"
-    record_state(cat, 0, "queued")
+    walk_round(cat, 0, "queued")
     _queue(cat, 0, ["c1", "c2"])
     assert worklist_fingerprint(cat, inbox) is None  # just written: inside the settle window, never trusted
     seen = [worklist_fingerprint(cat, inbox, settle_seconds=0)]
@@ -164,7 +166,7 @@ def test_the_worklist_fingerprint_moves_with_every_write_it_depends_on(tmp_path)
         lambda: write_submission(inbox, "c2", "dr_b", None, "confirmed", package="r000-0123456789a1"),
         lambda: (inbox / "dr_c").mkdir(),
         lambda: (inbox / "dr_c" / "c2.nii.gz").write_bytes(b"hand drop"),
-        lambda: record_state(cat, 0, "closed", "by hand"),
+        lambda: walk_round(cat, 0, "closed", "by hand"),
         lambda: _queue(cat, 0, ["c2", "c1"]),
     ):
         time.sleep(0.01)

@@ -32,9 +32,11 @@ from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.organs import OrganCode, OrganTable, class_map_preset, remap_labels
 from alqa_core.phantoms.dicom_series import SeriesIdentity, write_dicom_series
 from alqa_core.phantoms.generate import PhantomSpec, generate_case
-from alqa_core.rounds import record_state
 from alqa_core.volume import Grid, LabelMap
 from alqa_core.workspace import WorkspaceLayout
+
+from ...conftest import walk_round
+
 
 #: every provenance source once: the algorithm type each must give
 PROVENANCE = {"spleen": "original", "liver": "revised", "kidney_right": "confirmed", "kidney_left": "confirmed"}
@@ -309,7 +311,7 @@ def test_export_writes_dicom_cases_with_a_label_and_reports_the_others(tmp_path)
     write_ct(tmp_path / "data" / "nii_0000.nii.gz", nifti.ct)
     write_label(layout.reassembled_label("nii"), nifti.labels)
     cases.append(CaseRecord("nii", "Dataset900_Dicom", "train", tmp_path / "data" / "nii_0000.nii.gz", "nifti", None, ()))
-    record_state(catalog, 2, "queued", "round 2 is under way; the label was reassembled with round 1's pseudo label")
+    walk_round(catalog, 2, "queued", "round 2 is under way; the label was reassembled with round 1's pseudo label")
 
     result = export_dicom_seg(layout, tmp_path / "out", cases, T)
     assert [c.case_id for c in result.written] == ["dcm_done"]

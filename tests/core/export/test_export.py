@@ -15,9 +15,10 @@ from alqa_core.errors import AlqaInputError
 from alqa_core.export.nnunet import export_nnunet
 from alqa_core.io.nifti import write_ct, write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
-from alqa_core.rounds import record_state
 from alqa_core.volume import CTVolume, LabelMap
 from alqa_core.workspace import WorkspaceLayout
+
+from ...conftest import walk_round
 
 AFF = np.diag([2.0, 2.0, 3.0, 1.0])
 SHAPE = (12, 10, 6)
@@ -30,8 +31,7 @@ def _workspace(tmp_path, cases=("a", "b", "c")):
         write_ct(layout.raw_scan(c), CTVolume(np.zeros(SHAPE, np.float32), AFF))
         rows.append({"case_id": c, "dataset": "D", "split": "train", "annotated_organs": "liver"})
     cat.write("cases", "all", pd.DataFrame(rows))
-    record_state(cat, 0, "opened", "")
-    record_state(cat, 0, "queued", "1 case queued")
+    walk_round(cat, 0, "queued", "1 case queued")
     return layout, cat
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from alqa_core.annotation.queue.outliers import outlier_queue, predicted_failures
-from alqa_core.annotation.queue.priority import CaseAttentionSummary, OrganAttention, rank_cases
+from alqa_core.annotation.queue.priority import rank_attention_rows
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
 from alqa_core.qa.grades import QAGrade, import_grades_csv, latest_grades, record_grade
@@ -146,9 +146,8 @@ def test_csv_missing_file(tmp_path):
 
 
 def _priority(**scores):
-    return rank_cases(
-        CaseAttentionSummary(c, "ds", (OrganAttention("liver", relative_per_cm=s),) if s else ()) for c, s in scores.items()
-    )
+    rows = [{"case_id": c, "dataset": "ds", "organ": "liver", "scored": True, "relative_per_cm": s} for c, s in scores.items()]
+    return rank_attention_rows(pd.DataFrame(rows))
 
 
 PRIORITY = _priority(c1=0.9, c2=0.8, c3=0.7, c4=0.6, c5=0.5, c6=0.0)

@@ -17,7 +17,7 @@ from alqa_core.simulator.error_model.evidence import EvidenceConfig, run_seed
 SIMULATOR = Path(__file__).resolve().parents[3] / "alqa_core" / "simulator"
 #: the platform's round functions; only steps.py may call them (anything else would be a second copy of the round)
 ROUND_FUNCTIONS = {
-    "attention_from_predictions", "compute_attention", "priority_from_attention", "rank_cases", "queue_for_round", "select_queue",
+    "attention_from_predictions", "compute_attention", "priority_from_attention", "rank_attention_rows", "rank_frame", "queue_for_round", "select_queue",
     "outlier_queue", "queue_budget", "select", "uncertainty_slice_sampling", "random_slice_sampling", "uncertainty_volume_sampling",
     "random_volume_sampling", "foreground_random_sampling", "BudgetFiller", "reassemble", "reassemble_case", "apply_slice_revision",
 }
@@ -37,7 +37,7 @@ def test_only_steps_imports_the_platforms_round_functions():
     assert {"attention_from_predictions", "priority_from_attention", "queue_for_round", "select", "reassemble"} <= _imported_names(SIMULATOR / "steps.py")
     # and no module of the simulator defines a queue or a budget filler of its own
     defined = {node.name for p in SIMULATOR.rglob("*.py") for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.FunctionDef)}
-    assert not defined & {"_fill_volumes", "_fill_slices", "rank_cases", "select_queue", "outlier_queue"}
+    assert not defined & {"_fill_volumes", "_fill_slices", "rank_frame", "select_queue", "outlier_queue"}
 
 
 @pytest.fixture

@@ -55,6 +55,31 @@ def test_valid_revision_is_accepted_and_stored_by_content(tmp_path):
     assert (tmp_path / "store" / f"{v.sha256}.json").exists()
 
 
+def test_an_accepted_revision_keeps_its_label_as_validated_once_per_what_made_it(tmp_path):
+    from alqa_core.annotation.intake.store import accepted_label_key, store_label
+    from alqa_core.io.nifti import read_label
+    from alqa_core.workspace import WorkspaceLayout
+
+    layout = WorkspaceLayout(tmp_path / "ws")
+    rev = np.array(_pseudo().array)
+    rev[:, :, 3] = 0  # a slice tool's export: only slice 3 holds the revision (there: nothing)
+    whole, sliced = _validate(_submit(tmp_path, rev, emptied_organs=T.names)), _validate(_submit(tmp_path, rev, name="s.nii.gz", annotated_slices=(3,)))
+    assert whole.accepted and sliced.accepted and whole.sha256 == sliced.sha256
+    np.testing.assert_array_equal(whole.label.array, rev)
+    merged = np.array(_pseudo().array)
+    merged[:, :, 3] = 0
+    np.testing.assert_array_equal(sliced.label.array, merged)  # the package's pseudo label with slice 3 revised
+    # the same bytes answered as slices are another label: keyed by what made it, not by the file alone
+    assert accepted_label_key(whole) != accepted_label_key(sliced)
+    paths = [store_label(v, layout) for v in (whole, sliced, sliced)]
+    assert paths[1] == paths[2] and paths[0] != paths[1]
+    np.testing.assert_array_equal(read_label(paths[1]).array, merged)
+    rejected = _validate(_submit(tmp_path, np.zeros((3, 3, 3), np.uint8), name="bad.nii.gz"))
+    assert rejected.label is None
+    with pytest.raises(ValueError, match="only an accepted revision"):
+        store_label(rejected, layout)
+
+
 @pytest.mark.parametrize(
     "make, reason",
     [

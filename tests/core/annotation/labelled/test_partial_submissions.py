@@ -7,6 +7,7 @@ import pandas as pd
 
 from alqa_core.annotation.intake.inbox import scan_inbox, write_submission
 from alqa_core.annotation.intake.validation import validate_entry
+from alqa_core.annotation.labelled.answers import case_answers
 from alqa_core.annotation.labelled.effort import submission_efforts
 from alqa_core.annotation.labelled.revisions import revisions_of
 from alqa_core.annotation.labelled.rounds import revised_slices
@@ -14,7 +15,7 @@ from alqa_core.annotation.queue.work_package import write_work_package
 from alqa_core.catalog import Catalog
 from alqa_core.config.sections import PreprocessConfig
 from alqa_core.ingest.cases import preprocess_scan
-from alqa_core.io.nifti import write_ct, write_label, write_nifti
+from alqa_core.io.nifti import read_label, write_ct, write_label, write_nifti
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.training.data import load_training_case
 from alqa_core.training.training_set import select_sources
@@ -90,41 +91,62 @@ def _workspace(tmp_path) -> WorkspaceLayout:
 
 
 def _rows(layout, package, tmp_path, submissions) -> pd.DataFrame:
-    rows = []
+    """The submissions rows of slice-level revisions taken through the real intake (validated, label stored)."""
+    from alqa_core.annotation.intake.process import process_inbox
+    from alqa_core.config.campaign import SubmissionConfig
+
+    catalog = Catalog(layout.catalog)
     for i, (slices, when) in enumerate(submissions):
-        path = tmp_path / f"stored_{i}.nii.gz"
+        path = tmp_path / f"export_{i}.nii.gz"
         write_nifti(path, _revision_on(slices), AFF)
-        rows.append({"submission_id": f"s{i}", "case_id": "c1", "status": "accepted", "kind": "revised", "annotator": "dr_a",
-                     "submitted_at": when, "round": 0, "stored_path": str(path), "annotated_slices": ",".join(map(str, slices)),
-                     "package_id": package.package_id})
-    return pd.DataFrame(rows)
+        write_submission(layout.inbox, "c1", "dr_a", path, annotated_slices=tuple(slices), submitted_at=when, package=package.package_id)
+        assert len(process_inbox(layout, catalog, {"c1"}, T, SubmissionConfig(), 0, settle_seconds=0).accepted) == 1
+    return catalog.read("submissions")
+
+
+def _expected(*slices) -> np.ndarray:
+    expected = np.array(_pseudo().array)
+    for k in slices:
+        expected[:, :, k] = _revision_on([k])[:, :, k]
+    return expected
 
 
 def test_revisions_accumulate_slices_over_the_pseudo_label(tmp_path):
     layout, package = _workspace(tmp_path)
     subs = _rows(layout, package, tmp_path, [([3], "2026-11-23T10:00:00+00:00"), ([7, 8], "2026-11-23T11:00:00+00:00")])
+    # validation stored each as the package's pseudo label with its own slices revised
+    stored = [np.asarray(read_label(p).array) for p in subs.sort_values("submitted_at").label_path]
+    np.testing.assert_array_equal(stored[0], _expected(3))
+    np.testing.assert_array_equal(stored[1], _expected(7, 8))
+    # the revisions accumulate: the second completed by the first
     revisions = revisions_of("c1", subs, layout, T)
     latest = np.asarray(revisions[-1].label.array)
-    expected = np.array(_pseudo().array)
-    for k in (3, 7, 8):
-        expected[:, :, k] = _revision_on([k])[:, :, k]
-    np.testing.assert_array_equal(latest, expected)
+    np.testing.assert_array_equal(latest, _expected(3, 7, 8))
     assert (latest != np.asarray(_pseudo().array)).any()
     catalog = Catalog(tmp_path / "cat")
     catalog.write("submissions", "all", subs)
     assert revised_slices(catalog) == {"c1": (3, 7, 8)}
     # a later whole-volume answer makes the case whole again
-    whole = pd.concat([subs, _rows(layout, package, tmp_path, [(range(SHAPE[2]), "2026-11-23T12:00:00+00:00")]).assign(annotated_slices="", submission_id="w")])
+    whole = pd.concat([subs, subs.iloc[:1].assign(annotated_slices="", submission_id="w", submitted_at="2026-11-23T12:00:00+00:00")])
     catalog.write("submissions", "all", whole)
     assert revised_slices(catalog) == {}
 
 
+def test_rows_recorded_before_labels_were_stored_are_rebuilt_from_the_submitted_file(tmp_path):
+    layout, package = _workspace(tmp_path)
+    subs = _rows(layout, package, tmp_path, [([3], "2026-11-23T10:00:00+00:00"), ([7, 8], "2026-11-23T11:00:00+00:00")])
+    legacy = subs.drop(columns=["label_path"])
+    for new, old in zip(revisions_of("c1", subs, layout, T), revisions_of("c1", legacy, layout, T)):
+        np.testing.assert_array_equal(np.asarray(new.label.array), np.asarray(old.label.array))
+
+
 def test_effort_counts_only_the_revised_slices(tmp_path):
     layout, package = _workspace(tmp_path)
-    efforts = submission_efforts(layout, "c1", _rows(layout, package, tmp_path, [([3], "2099-11-23T10:00:00+00:00")]), T)
-    liver = efforts[efforts.organ == "liver"].iloc[0]
-    grown = int(((_revision_on([3]) == LIVER) & (np.asarray(_pseudo().array) != LIVER))[:, :, 3].sum())
-    assert liver.changed_voxels == grown and grown > 0
+    subs = _rows(layout, package, tmp_path, [([3], "2099-11-23T10:00:00+00:00"), ([7], "2099-11-23T11:00:00+00:00")])
+    efforts = submission_efforts(case_answers("c1", subs, layout, T), T)
+    liver = efforts[efforts.organ == "liver"].set_index("submitted_at").sort_index().changed_voxels.tolist()
+    grown = [int(((_revision_on([k]) == LIVER) & (np.asarray(_pseudo().array) != LIVER))[:, :, k].sum()) for k in (3, 7)]
+    assert liver == grown and min(grown) > 0  # the second answer is charged its own slice, not the first one's too
 
 
 def test_training_uses_the_reassembled_label_on_the_revised_slices_only(tmp_path):

@@ -10,28 +10,30 @@ import pytest
 
 from alqa_core.annotation.intake.inbox import SubmissionMeta
 from alqa_core.annotation.queue.priority import (
-    CaseAttentionSummary,
-    OrganAttention,
+    PriorityEntry,
+    PriorityList,
+    priority_list,
     queue_budget,
     rank_attention_rows,
-    rank_cases,
     rank_frame,
     select_queue,
     stop_rule,
-    summaries_from_records,
 )
 from alqa_core.attention.compute import compute_attention
 from alqa_core.catalog import Catalog
 from alqa_core.errors import AlqaInputError
 
 
-def _case(case_id, dataset="d", **organs):
-    """organs: name -> (attention_ml, relative_per_cm)."""
-    return CaseAttentionSummary(
-        case_id,
-        dataset,
-        tuple(OrganAttention(o, attention_ml=ml, relative_per_cm=rel, relative=rel) for o, (ml, rel) in organs.items()),
-    )
+def _case(case_id, dataset="d", **organs) -> pd.DataFrame:
+    """A case's ``attention_organ`` rows; organs: name -> (attention_ml, relative_per_cm). No organ: one unscored row."""
+    rows = [{"case_id": case_id, "round": 0, "dataset": dataset, "organ": o, "scored": True, "attention_ml": ml, "relative_per_cm": rel,
+             "relative": rel} for o, (ml, rel) in organs.items()]
+    none = {"case_id": case_id, "round": 0, "dataset": dataset, "organ": "liver", "scored": False, "attention_ml": 0.0, "relative_per_cm": 0.0, "relative": 0.0}
+    return pd.DataFrame(rows or [none])
+
+
+def rank_cases(cases, measure="relative_per_cm") -> PriorityList:
+    return rank_attention_rows(pd.concat(list(cases), ignore_index=True), measure=measure)
 
 
 CASES = [
@@ -110,9 +112,9 @@ def test_stop_rule_on_the_top_case():
         stop_rule(q, [{"case_id": "c2"}])
 
 
-def test_bad_summaries():
+def test_bad_rows():
     with pytest.raises(AlqaInputError, match="twice"):
-        rank_cases([_case("a"), _case("a")])
+        rank_cases([_case("a", liver=(1.0, 0.1)), _case("a", liver=(1.0, 0.1))])
     with pytest.raises(AlqaInputError, match="measure"):
         rank_cases(CASES, measure="size")
     with pytest.raises(AlqaInputError, match="finite"):
@@ -132,23 +134,26 @@ def _attention_case(case_id, dataset, blob_mm):
 
 
 def test_from_attention_through_the_catalog_to_the_queue(tmp_path):
+    from alqa_core.annotation.queue.round_queue import read_priority
+
     catalog = Catalog(tmp_path / "catalog")
     sizes = {"small": 8, "large": 16, "none": 0, "mid": 12}
     for case_id, blob in sizes.items():
         rec = _attention_case(case_id, "ds1", blob).size.to_records(round_index=0)
         catalog.write("attention_organ", f"round=0_{case_id}", pd.DataFrame(rec.attention_organ))
-    rows = catalog.query("SELECT * FROM attention_organ WHERE round = 0").to_dict("records")
-    summaries = summaries_from_records(rows)
-    assert {s.case_id for s in summaries} == set(sizes)
-    assert all(s.dataset == "ds1" and [o.organ for o in s.organs] == ["pancreas"] for s in summaries if s.case_id != "none")
-    pl = rank_cases(summaries, measure="attention_ml")
+    rows = catalog.query("SELECT * FROM attention_organ WHERE round = 0")
+    pl = rank_attention_rows(rows, measure="attention_ml")
     assert pl.case_ids == ("large", "mid", "small", "none")
-    direct = rank_cases([CaseAttentionSummary.from_size(_attention_case(c, "ds1", b).size) for c, b in sizes.items()], measure="attention_ml")
-    assert [e.score for e in direct.entries] == pytest.approx([e.score for e in pl.entries])
+    assert all(e.dataset == "ds1" and e.organs == ("pancreas",) for e in pl.entries if e.case_id != "none")
+    direct = [_attention_case(c, "ds1", b).size for c, b in sorted(sizes.items(), key=lambda x: -x[1])]
+    assert [e.score for e in pl.entries] == pytest.approx([sum(o.attention_ml for o in s.organs if o.scored) for s in direct])
     records = pl.to_records(round_index=0)
     assert [r["rank"] for r in records] == [1, 2, 3, 4] and records[0]["organs"] == ["pancreas"]
-    catalog.write("priority", "round=0", pd.DataFrame(records))
-    q = select_queue(pl, fraction=0.5)
+    catalog.write("priority", "round_000", pd.DataFrame(records))
+    assert read_priority(catalog, 0) == pl  # the queue reads the list the priority step kept: the same list, not a new ranking
+    with pytest.raises(AlqaInputError, match="no priority list"):
+        read_priority(catalog, 1)
+    q = select_queue(read_priority(catalog, 0), fraction=0.5)
     catalog.write("queue", "round=0", pd.DataFrame(q.to_records(round_index=0)))
     back = catalog.query("SELECT case_id FROM queue ORDER BY position")["case_id"].tolist()
     assert back == ["large", "mid"]
@@ -172,17 +177,34 @@ def _attention_rows(n_cases: int, seed: int) -> pd.DataFrame:
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
+def _reference_ranking(rows: pd.DataFrame, measure: str, datasets: dict) -> PriorityList:
+    """The ranking rule written plainly, one case at a time (the oracle for the vectorised ranker)."""
+    cases = []
+    for case_id, part in rows.groupby("case_id", sort=False):
+        scored = part[part.scored.fillna(True).astype(bool)]
+        values = [(str(o), float(v)) for o, v in zip(scored.organ, scored[measure])]
+        score = 0.0
+        for _, v in values:  # row order, as the vectorised ranker sums
+            score = score + v
+        dataset = str(part.dataset.iloc[-1] or "") or datasets.get(case_id, "")
+        cases.append((score, str(case_id), dataset, sorted((x for x in values if x[1] > 0), key=lambda x: (-x[1], x[0]))))
+    cases.sort(key=lambda c: (-c[0], c[1]))
+    return PriorityList(measure, tuple(PriorityEntry(i + 1, c, d, s, tuple(o for o, _ in order), tuple(v for _, v in order))
+                                       for i, (s, c, d, order) in enumerate(cases)))
+
+
 @pytest.mark.parametrize("measure", ["relative_per_cm", "attention_ml"])
-def test_vectorised_ranking_equals_the_object_ranking(measure):
+def test_vectorised_ranking_equals_the_plain_rule(measure):
     rows = _attention_rows(400, seed=3)
     datasets = {"c0001": "from_cases_table"}
-    old = rank_cases(summaries_from_records(rows.to_dict(orient="records"), datasets), measure=measure)
+    old = _reference_ranking(rows, measure, datasets)
     new = rank_attention_rows(rows, measure=measure, datasets=datasets)
     assert new == old  # same order, ties, organs in order, datasets, and bit-identical scores
     assert new.entry("c0003").score == 0 and new.entry("c0003").organs == ()
     frame = rank_frame(rows, measure=measure, datasets=datasets)
     assert frame["rank"].tolist() == list(range(1, 401)) and frame.case_id.tolist() == list(old.case_ids)
     assert [tuple(o) for o in frame.organs] == [e.organs for e in old.entries]
+    assert priority_list(frame.sample(frac=1.0, random_state=1), measure) == new  # read back by rank, whatever the row order
 
 
 def test_vectorised_ranking_refuses_bad_rows():
