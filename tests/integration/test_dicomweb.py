@@ -31,10 +31,11 @@ from alqa_core.io.dicomweb import dicomweb_client
 from alqa_core.io.nifti import read_label, write_label
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 from alqa_core.organs import class_map_preset, remap_labels
-from alqa_core.rounds import record_state
 from alqa_core.volume import Grid, LabelMap
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.cli import main as alqa
+
+from ..conftest import walk_round
 
 pytestmark = [pytest.mark.integration]
 
@@ -96,7 +97,7 @@ def test_pull_label_export_stow_and_find_the_seg_by_qido(orthanc, pacs_study, re
     write_label(layout.reassembled_label("realct"), label)
     Catalog(layout.catalog).write("provenance", "realct", pd.DataFrame(
         [{"case_id": "realct", "organ": o, "source": SOURCES.get(o, "pseudo")} for o in T.names]))
-    record_state(Catalog(layout.catalog), 1, "queued", "a round is under way")
+    walk_round(Catalog(layout.catalog), 1, "queued", "a round is under way")
 
     # 3. export as DICOM-SEG and STOW it
     monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))
