@@ -432,6 +432,7 @@ function onKey(event) {
   if (key === "ArrowDown" || key === "j") return act(() => select(Math.min(state.selected + 1, state.items.length - 1)));
   if (key === "ArrowUp" || key === "k") return act(() => select(Math.max(state.selected - 1, 0)));
   if (key === "Enter") return act(openCase);
+  if (key === "r") return act(refresh);
   if (!v) return;
   if (key === "n" || key === "p" || key === "N") return act(() => showRegion(v.jump(key === "n" ? 1 : -1)));
   if (key === "a") return act(() => v.cycleAttention());
@@ -451,6 +452,7 @@ function onKey(event) {
 function wire() {
   $("login-form").addEventListener("submit", login);
   $("logout-button").addEventListener("click", logout);
+  $("refresh-button").addEventListener("click", () => refresh().catch((e) => say(e.message, false)));
   $("open-button").addEventListener("click", () => openCase().catch((e) => say(e.message, false)));
   $("release-button").addEventListener("click", releaseCase);
   $("confirm-button").addEventListener("click", confirmCase);
