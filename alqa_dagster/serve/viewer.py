@@ -31,7 +31,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from alqa_core.annotation.queue.regions import attention_regions
+from alqa_core.annotation.queue.regions import attention_regions, organ_regions
 from alqa_core.annotation.queue.work_package import WorkPackage
 from alqa_core.organs import OrganTable
 from alqa_core.render import organ_color
@@ -134,7 +134,7 @@ def _regions(folder: str, mtime_ns: int, table: OrganTable, organs_to_fix: tuple
 
     att = nib.load(str(Path(folder) / "attention.nii.gz"))
     pseudo = np.asanyarray(nib.load(str(Path(folder) / "pseudo_label.nii.gz")).dataobj)
-    regions = attention_regions(np.asanyarray(att.dataobj), pseudo, att.affine, table, organs_to_fix)
+    regions = attention_regions(np.asanyarray(att.dataobj), pseudo, att.affine, table, organs_to_fix) or organ_regions(pseudo, att.affine, table, organs_to_fix)
     return json.dumps({"organs_to_fix": list(organs_to_fix), "count": len(regions), "regions": [r.as_dict() for r in regions]}).encode()
 
 

@@ -201,7 +201,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1250",
                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader",  # WebGL2 on the CPU (works with or without --disable-gpu)
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                 "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
@@ -412,3 +412,62 @@ def test_an_expired_session_clears_everything_patient_related_from_the_page(work
     finally:
         driver.quit()
         stop_server(proc)
+
+
+@pytest.mark.slow
+def test_screenshot_of_the_viewer_on_the_real_ct_with_its_legend_and_an_attention_region(tmp_path, real_ct_dir, instance):
+    """The README's picture: the real CT of ../shared/data after a round with two external tools (one misses part of the liver)."""
+    from alqa_core.io.nifti import write_nifti
+    from alqa_dagster.definitions import defs
+
+    from .conftest import campaign_yaml
+
+    root = tmp_path / "Dataset010_RealCT"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0}, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}))
+    shutil.copytree(real_ct_dir / "series", root / "imagesTr" / "realct")
+    ts = read_label(real_ct_dir / "totalsegmentator_v2_labels.nii.gz")
+    write_nifti(root / "predictions" / "toolA" / "realct.nii.gz", np.asarray(ts.array), ts.affine)
+    missed = np.array(ts.array)
+    liver = missed == 5  # TotalSegmentator v2's liver
+    cut = int(np.median(np.nonzero(liver)[1]))
+    missed[:, :cut][liver[:, :cut]] = 0  # tool B misses the liver on one side of a plane
+    write_nifti(root / "predictions" / "toolB" / "realct.nii.gz", missed, ts.affine)
+    cfg = campaign_yaml(tmp_path, tmp_path, architectures=(), datasets=(str(root),))
+    members = "external_members:\n  - name: toolA\n    class_map: total\n  - name: toolB\n    class_map: total"
+    cfg.write_text(cfg.read_text().replace("external_members: []", members))
+    resources = make_resources(cfg)
+    instance.add_dynamic_partitions("cases", ["realct"])
+    d = defs()
+    assert dg.materialize(list(d.assets) + list(d.asset_checks), selection=["raw_scans", "original_labels", "preprocessed_volumes"], instance=instance,
+                          resources=resources, partition_key="realct").success
+    assert dg.materialize(list(d.assets) + list(d.asset_checks), selection=ROUND_ASSETS, instance=instance, resources=resources,
+                          tags={"dagster/asset_partition_range_start": "realct", "dagster/asset_partition_range_end": "realct"}).success
+    layout = WorkspaceLayout(tmp_path / "ws")
+    env = {**os.environ, "ALQA_CAMPAIGN": str(cfg), "ALQA_WORKSPACE": str(layout.root), "PYTHONPATH": str(REPO)}
+    s = Served(cfg, tmp_path, layout, Catalog(layout.catalog), resources, instance, ["realct"], tmp_path, env)
+    s.secrets = {"dr_a": _cli(env, "annotators", "add", "dr_a").stdout.splitlines()[1].strip()}
+    proc, s.url = start_server(env, tmp_path / "serve.log")
+    shots = SHOTS or tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = browser()
+    try:
+        wait = _log_in(driver, s)
+        _open(driver, wait, "realct")
+        _key(driver, "n")
+        wait.until(lambda b: b.find_element("id", "region-info").text.startswith("region 1/"))
+        info = driver.find_element("id", "region-info").text
+        legend = driver.find_element("id", "legend").text
+        assert "liver" in info and " mL" in info and all(o in legend for o in ("liver", "spleen", "kidney_left", "pancreas"))
+        package = _queued(s, "realct")
+        img = nib.load(package.folder / "attention.nii.gz")
+        mm = driver.execute_script("return window.alqa.viewer.crosshairMM()")
+        vox = tuple(int(v) for v in np.rint(np.linalg.inv(img.affine) @ np.append(mm, 1.0))[:3])
+        assert np.asarray(img.dataobj)[vox] > 0  # the crosshair sits in the region the picture shows
+        _csp_clean(driver)
+        _no_request_left_the_origin(driver, s.url)
+        driver.save_screenshot(str(shots / "serve_viewer.png"))
+    finally:
+        driver.quit()
+        stop_server(proc)
+    assert (shots / "serve_viewer.png").stat().st_size > 50_000

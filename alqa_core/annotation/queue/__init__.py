@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
     submod_attrs={
         "outliers": ["DEFAULT_FAILURE_THRESHOLD", "latest_case_grades", "outlier_queue", "predicted_failures"],
         "packages": ["case_packages", "find_package", "newest_package", "package_of", "package_pseudo_label"],
-        "regions": ["AttentionRegion", "STRUCTURE", "attention_regions", "voxel_volume_ml"],
+        "regions": ["AttentionRegion", "STRUCTURE", "attention_regions", "organ_regions", "voxel_volume_ml"],
         "priority": ["AnnotationQueue", "CaseAttentionSummary", "DEFAULT_MEASURE", "MEASURES", "OrganAttention", "PriorityEntry", "PriorityList", "StopDecision", "queue_budget", "rank_attention_rows", "rank_cases", "select_queue", "stop_rule", "summaries_from_records"],
         "round_queue": ["RoundQueue", "priority_for_round", "priority_from_attention", "queue_for_round", "queue_round", "write_packages"],
         "work_package": ["WorkPackage", "itksnap_label_description", "package_content_sha256", "read_work_package", "slicer_color_table", "slicer_seg_nrrd", "write_work_package"],

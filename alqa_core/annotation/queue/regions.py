@@ -12,6 +12,10 @@ centroid of a shell around an organ lies outside it).
 Order: regions of the package's organs to fix, in task.json's order, each
 organ's largest first; then every other region, largest first.
 
+A package raised without a map (an empty ``attention.nii.gz``, e.g. a case
+queued by a detector before it draws one) still leads the eye: each organ to
+fix becomes one region, the organ itself (:func:`organ_regions`).
+
 Whatever the attention maps become (issue "Attention that points at the
 errors that matter"), the package's ``attention.nii.gz`` and its organs to
 fix stay the interface read here. Cropping to the map's bounding box keeps
@@ -45,10 +49,11 @@ class AttentionRegion:
     center_vox: tuple[int, int, int]  # a voxel of the region, nearest its centroid
     center_mm: tuple[float, float, float]  # that voxel's centre in world (scanner RAS) millimetres
     bbox_vox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # inclusive (min, max) per axis
+    source: str = "attention"  # "attention": a component of the map; "organ": an organ to fix, for a package without a map
 
     def as_dict(self) -> dict:
         return {
-            "rank": self.rank, "organ": self.organ, "to_fix": self.to_fix, "voxels": self.voxels, "volume_ml": self.volume_ml,
+            "rank": self.rank, "source": self.source, "organ": self.organ, "to_fix": self.to_fix, "voxels": self.voxels, "volume_ml": self.volume_ml,
             "peak": self.peak, "center_vox": list(self.center_vox), "center_mm": list(self.center_mm), "bbox_vox": [list(b) for b in self.bbox_vox],
         }
 
@@ -98,6 +103,26 @@ def attention_regions(
     )
 
 
+def organ_regions(pseudo: np.ndarray, affine: np.ndarray, table: OrganTable, organs_to_fix: tuple[str, ...]) -> tuple[AttentionRegion, ...]:
+    """One region per organ to fix (in their order): the organ in the pseudo label, for a package whose map is empty."""
+    pseudo = np.asarray(pseudo)
+    ml_per_voxel = voxel_volume_ml(affine)
+    found = []
+    for organ in organs_to_fix:
+        if organ not in table.names:
+            continue
+        mask = pseudo == table.value_of(organ)
+        box = _bounding_box(mask)
+        if box is None:
+            continue  # a missed organ: nothing to point at
+        center = _center_voxel(mask[box]) + np.array([b.start for b in box])
+        mm = (np.asarray(affine, dtype=np.float64) @ np.append(center, 1.0))[:3]
+        voxels = int(np.count_nonzero(mask[box]))
+        found.append(AttentionRegion(len(found) + 1, organ, True, voxels, round(voxels * ml_per_voxel, 3), 0, tuple(int(c) for c in center),
+                                     tuple(round(float(v), 3) + 0.0 for v in mm), tuple((b.start, b.stop - 1) for b in box), "organ"))
+    return tuple(found)
+
+
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     spans = []
     for axis in range(mask.ndim):
@@ -128,4 +153,4 @@ def _center_voxel(region: np.ndarray) -> np.ndarray:
     return points[int(np.argmin(((points - centroid) ** 2).sum(axis=1)))]
 
 
-__all__ = ["AttentionRegion", "STRUCTURE", "attention_regions", "voxel_volume_ml"]
+__all__ = ["AttentionRegion", "STRUCTURE", "attention_regions", "organ_regions", "voxel_volume_ml"]

@@ -322,7 +322,8 @@ function renderEditState() {
 function showRegion(r) {
   if (!r) return;
   const v = state.viewer;
-  $("region-info").textContent = `region ${v.region + 1}/${v.regions.length}: ${r.organ || "no organ"}${r.to_fix ? " (to fix)" : ""}, ${r.volume_ml.toFixed(2)} mL`;
+  const what = r.source === "organ" ? `${r.organ} (an organ to fix; the package has no attention map)` : `${r.organ || "no organ"}${r.to_fix ? " (to fix)" : ""}`;
+  $("region-info").textContent = `region ${v.region + 1}/${v.regions.length}: ${what}, ${r.volume_ml.toFixed(2)} mL`;
 }
 
 async function saveLabel() {

@@ -47,7 +47,7 @@ class AlqaViewer {
     nv.back = ct;
     nv.overlays = [att]; // what addVolume would set, without a GPU pass per volume
     this.applyAttentionMode(false);
-    nv.setDrawColormap(this.drawColormap(manifest.organs));
+    nv.drawLut = niivue.cmapper.makeDrawLut(this.drawColormap(manifest.organs)); // setDrawColormap would refresh every layer once more
     nv.updateGLVolume(); // one pass over every layer, not one per added volume
     if (!nv.loadDrawing(lab)) throw new Error("the pseudo label is not on the CT's grid");
     nv.setDrawOpacity(0.5);

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from alqa_core.annotation.queue.regions import attention_regions, voxel_volume_ml
+from alqa_core.annotation.queue.regions import attention_regions, organ_regions, voxel_volume_ml
 from alqa_core.organs import DEFAULT_ORGAN_TABLE as T
 
 AFF = np.array([[-2.0, 0, 0, 90.0], [0, -2.0, 0, 80.0], [0, 0, 3.0, -50.0], [0, 0, 0, 1.0]])  # LPS-like, as DICOM cases are
@@ -70,3 +70,12 @@ def test_ties_between_organs_go_to_the_organ_to_fix():
     att[4:6, 4:6, 4:6] = 1  # 4 liver voxels, 4 stomach voxels
     assert attention_regions(att, pseudo, np.eye(4), T)[0].organ == "liver"  # the table's order
     assert attention_regions(att, pseudo, np.eye(4), T, ("stomach",))[0].organ == "stomach"
+
+
+def test_a_package_without_a_map_points_at_its_organs_to_fix():
+    _, pseudo = _case()
+    regions = organ_regions(pseudo, AFF, T, ("spleen", "gallbladder", "liver"))  # gallbladder: missed, nothing to point at
+    assert [(r.organ, r.source, r.to_fix) for r in regions] == [("spleen", "organ", True), ("liver", "organ", True)]
+    spleen = regions[0]
+    assert spleen.voxels == int((pseudo == T.value_of("spleen")).sum()) and pseudo[spleen.center_vox] == T.value_of("spleen")
+    assert spleen.bbox_vox == ((25, 34), (22, 31), (5, 11)) and spleen.as_dict()["source"] == "organ"
