@@ -203,6 +203,7 @@ def viewer_bench(args) -> int:
                     driver.get(url + "/")  # a fresh page: nothing of the last open is kept
                 _wait(driver, f"return !!document.querySelector(\"#queue tbody tr[data-case='{case}']\")")
                 driver.find_element("css selector", f"#queue tbody tr[data-case='{case}']").click()
+                driver.execute_script(f"AlqaViewer.skipUnusedGradient = {'false' if args.full_gradient else 'true'}")
                 driver.find_element("id", "open-button").click()
                 _wait(driver, "return !!window.alqaViewerTiming || document.getElementById('message').className.includes('bad')", 900)
                 timing = driver.execute_script("return window.alqaViewerTiming")
@@ -228,7 +229,7 @@ def viewer_bench(args) -> int:
             server.should_exit = True
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     dl, py = statistics.median(downloads), statistics.median(py_downloads)
-    print(f"WebGL renderer: {renderer}")
+    print(f"WebGL renderer: {renderer}; NiiVue's unused gradient volume {'built' if args.full_gradient else 'skipped (as the page does)'}")
     print(f"\nopening one {shape[0]}x{shape[1]}x{shape[2]} case (CT, label, attention) in the viewer, median of {len(rows)} cold opens:")
     print(f"{'step':<52} {'ms':>9} {'x download':>11}")
     for label_, key in (("fetch (download + browser's gzip inflate, NiiVue attached)", "fetch_ms"), ("parse (NIfTI -> NiiVue images)", "parse_ms"),
@@ -269,6 +270,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--viewer", action="store_true", help="time the browser viewer opening one large case instead of the routes")
     p.add_argument("--shape", default="512,512,300", help="with --viewer: the case's grid")
+    p.add_argument("--full-gradient", action="store_true", help="with --viewer: let NiiVue build its unused 3D gradient volume (the page skips it)")
     p.add_argument("--cases", type=int, default=10_000)
     p.add_argument("--answered", type=int, default=2_000)
     p.add_argument("--annotators", type=int, default=20)

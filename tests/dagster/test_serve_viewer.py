@@ -471,3 +471,27 @@ def test_screenshot_of_the_viewer_on_the_real_ct_with_its_legend_and_an_attentio
         driver.quit()
         stop_server(proc)
     assert (shots / "serve_viewer.png").stat().st_size > 50_000
+
+
+def test_skipping_niivues_unused_gradient_volume_changes_no_pixel(workstation):
+    """viewer.js makes NiiVue's 3D gradient volume one texel per slice (no shader reads it at gradientAmount 0): same picture."""
+    s = workstation
+    grab = ("const nv = window.alqa.viewer.nv; nv.setSliceType(nv.sliceTypeMultiplanar); nv.drawScene(); const gl = nv.gl;"
+            "const px = new Uint8Array(gl.drawingBufferWidth * gl.drawingBufferHeight * 4);"
+            "gl.readPixels(0, 0, gl.drawingBufferWidth, gl.drawingBufferHeight, gl.RGBA, gl.UNSIGNED_BYTE, px);"
+            "let h = 0; let lit = 0; for (let i = 0; i < px.length; i++) { h = (h * 31 + px[i]) >>> 0; lit += px[i] > 0 ? 1 : 0; } return [h, lit];")
+    driver = browser()
+    try:
+        wait = _log_in(driver, s, "dr_b")
+        case = _queue_cases(s)[0]
+        pictures = []
+        for skip in ("true", "false"):
+            driver.execute_script(f"AlqaViewer.skipUnusedGradient = {skip}; window.alqaViewerTiming = null;")
+            _open(driver, wait, case)
+            pictures.append(driver.execute_script(grab))
+            slimmed = driver.execute_script("return window.alqa.viewer.nv.rgbaTex !== niivue.Niivue.prototype.rgbaTex")
+            assert slimmed == (skip == "true")  # the two pictures really come from the two configurations
+        assert pictures[0] == pictures[1] and pictures[0][1] > 100_000, pictures  # identical, and not a blank canvas
+        _csp_clean(driver)
+    finally:
+        driver.quit()

@@ -3,6 +3,8 @@
 "use strict";
 
 const VIEWS = ["axial", "coronal", "sagittal", "multiplanar", "render"];
+const TEXTURE6_GRADIENT = 33990; // NiiVue's texture units for its gradient volume and the scratch volume that builds it
+const TEXTURE8_GRADIENT_TEMP = 33992;
 // overlay: translucent; outline: NiiVue's outlined overlay (opaque, dark contour); hidden
 const ATTENTION_MODES = ["overlay", "outline", "hidden"];
 
@@ -34,6 +36,7 @@ class AlqaViewer {
       isNearestInterpolation: true, multiplanarShowRender: niivue.SHOW_RENDER.ALWAYS,
     });
     this.nv = nv;
+    if (AlqaViewer.skipUnusedGradient) AlqaViewer.slimGradient(nv);
     await nv.attachToCanvas(this.canvas);
     const regionsPromise = fetchRegions(manifest.regions_url);
     const [image, label, attention] = await Promise.all(["image", "pseudo_label", "attention"].map((k) => fetchVolume(manifest.volumes[k].url)));
@@ -68,6 +71,22 @@ class AlqaViewer {
     this.nv.drawScene();
     const gl = this.nv.gl;
     gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+  }
+
+  // NiiVue builds a full-size gradient volume on every refresh of the layers (a blur and a Sobel pass over every voxel)
+  // for shaded 3D rendering, which no shader reads while gradientAmount and gradientOpacity are 0 (its defaults, and
+  // ours). On a software renderer (SwiftShader, a workstation without a GPU) those passes were most of the load time at
+  // 512x512x300 and of every window change. Their two textures are made one texel per slice, so the passes cost nothing;
+  // the rest of NiiVue is untouched (benchmarks/bench_serve.py --viewer times both ways).
+  static slimGradient(nv) {
+    const rgbaTex = nv.rgbaTex.bind(nv);
+    nv.rgbaTex = (texture, unit, dims, isInit = false) => {
+      const unused = nv.opts.gradientAmount === 0 && nv.opts.gradientOpacity === 0;
+      if (unused && (unit === TEXTURE6_GRADIENT || unit === TEXTURE8_GRADIENT_TEMP) && dims.length === 4 && dims[3] > 2) {
+        return rgbaTex(texture, unit, [dims[0], 1, 1, dims[3]], isInit);
+      }
+      return rgbaTex(texture, unit, dims, isInit);
+    };
   }
 
   drawColormap(organs) {
@@ -178,4 +197,5 @@ class AlqaViewer {
   }
 }
 
+AlqaViewer.skipUnusedGradient = true;
 window.AlqaViewer = AlqaViewer;
