@@ -5,6 +5,21 @@
 // the voxels each edit changed (undo AND redo, which NiiVue's own undo lacks), and erasing can keep to one organ.
 "use strict";
 
+// indices where two bitmaps differ, compared four voxels at a time (a 512x512x300 label is 78 M voxels per stroke)
+function changedVoxels(a, b) {
+  const idx = [];
+  const words = a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0 ? a.length >> 2 : 0;
+  const a32 = new Uint32Array(a.buffer, a.byteOffset, words);
+  const b32 = new Uint32Array(b.buffer, b.byteOffset, words);
+  for (let w = 0; w < words; w++) {
+    if (a32[w] !== b32[w]) {
+      for (let i = w * 4; i < w * 4 + 4; i++) if (a[i] !== b[i]) idx.push(i);
+    }
+  }
+  for (let i = words * 4; i < a.length; i++) if (a[i] !== b[i]) idx.push(i);
+  return idx;
+}
+
 class AlqaEditor {
   constructor(viewer, onChange) {
     this.viewer = viewer;
@@ -57,10 +72,7 @@ class AlqaEditor {
   commit() {
     const now = this.nv.drawBitmap;
     const before = this.shadow;
-    const idx = [];
-    for (let i = 0; i < now.length; i++) {
-      if (now[i] !== before[i]) idx.push(i);
-    }
+    const idx = changedVoxels(now, before);
     const kept = [];
     for (const i of idx) {
       if (this.tool === "erase" && before[i] !== this.organ) now[i] = before[i]; // another organ: left as it was
