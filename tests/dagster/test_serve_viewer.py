@@ -324,8 +324,6 @@ def test_edit_in_chromium_then_the_sensor_accepts_and_reassembly_differs_from_th
         wait.until(lambda b: "Received" in b.find_element("id", "message").text)
         entry = re.search(r"inbox entry (\S+)\)", driver.find_element("id", "message").text).group(1)
         assert "6 voxel(s) differ" in driver.find_element("id", "message").text
-        if SHOTS:
-            driver.save_screenshot(str(SHOTS / "serve_viewer_edit.png"))
         _csp_clean(driver)
         _no_request_left_the_origin(driver, s.url)
         # the sensor validates it as any submission; the page then shows the verdict
