@@ -17,7 +17,6 @@ import shutil
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote
 
 import dagster as dg
 import nibabel as nib
@@ -121,7 +120,7 @@ def test_a_case_opens_from_a_manifest_with_volumes_under_their_hash_and_regions_
     heat = np.asarray(att.dataobj)
     expected = attention_regions(heat, np.asarray(nib.load(package.pseudo_label_path).dataobj), att.affine, table, package.organs_to_fix)
     assert regions == [r.as_dict() for r in expected] and len(regions) >= 1
-    labels, n = ndimage.label(heat > 0, structure=STRUCTURE)
+    _, n = ndimage.label(heat > 0, structure=STRUCTURE)
     assert n == len(regions) and all(heat[tuple(r["center_vox"])] > 0 for r in regions)
     assert regions[0]["organ"] == package.organs_to_fix[0]
 
@@ -262,7 +261,7 @@ def _no_request_left_the_origin(driver, origin: str) -> set[str]:
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
             urls.add(message["params"]["request"]["url"])
-    outside = {u for u in urls if not (u.startswith(origin + "/") or u.startswith("data:") or u.startswith("blob:"))}
+    outside = {u for u in urls if not u.startswith((origin + "/", "data:", "blob:"))}
     assert not outside, f"requests left the server's origin: {sorted(outside)}"
     return urls
 

@@ -111,5 +111,15 @@ def latest_by_case(submissions: tuple[SubmissionState, ...]) -> dict[str, Submis
     return latest
 
 
-__all__ = ["ACCEPTED", "DUPLICATE", "FLAGGED", "REFUSED", "SubmissionState", "WAITING", "annotator_submissions", "decided_submissions", "latest_by_case",
-           "waiting_submissions"]
+__all__ = [
+    "ACCEPTED",
+    "DUPLICATE",
+    "FLAGGED",
+    "REFUSED",
+    "WAITING",
+    "SubmissionState",
+    "annotator_submissions",
+    "decided_submissions",
+    "latest_by_case",
+    "waiting_submissions",
+]

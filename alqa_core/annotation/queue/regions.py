@@ -153,4 +153,4 @@ def _center_voxel(region: np.ndarray) -> np.ndarray:
     return points[int(np.argmin(((points - centroid) ** 2).sum(axis=1)))]
 
 
-__all__ = ["AttentionRegion", "STRUCTURE", "attention_regions", "organ_regions", "voxel_volume_ml"]
+__all__ = ["STRUCTURE", "AttentionRegion", "attention_regions", "organ_regions", "voxel_volume_ml"]
