@@ -47,20 +47,35 @@ VOLUMES = {"image.nii": "image.nii.gz", "pseudo_label.nii": "pseudo_label.nii.gz
 SLICER_FILES = {"image.nii": "image.nii.gz", "pseudo_label.seg.nrrd": "pseudo_label.seg.nrrd"}
 #: CT window presets (width, level) in HU, as radiology workstations name them
 WINDOWS = {"abdomen": (400, 40), "liver": (150, 30), "bone": (1800, 400)}
-#: distinct colours for organs whose table colour another organ already has (kidneys share one in Slicer's table)
-_SPARE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
-          (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40), (128, 0, 0), (170, 255, 195), (128, 128, 0))
+#: the viewer's colours for the default organs: Slicer's anatomy colours (the packages' colour tables) give both kidneys
+#: one colour and liver, stomach, aorta and pancreas nearly one, which cannot be told apart while editing; these keep
+#: Slicer's where they are distinct (liver, spleen, gallbladder, vena cava) and stay clear of the attention layer's yellow
+VIEWER_COLORS = {
+    "liver": (221, 130, 101), "spleen": (157, 108, 162), "kidney_right": (60, 180, 75), "kidney_left": (0, 128, 128),
+    "gallbladder": (139, 150, 98), "stomach": (250, 190, 212), "aorta": (230, 25, 75), "inferior_vena_cava": (0, 151, 206),
+    "pancreas": (170, 110, 40),
+}
+#: well-separated colours for other organs whose table colour is too close to an earlier organ's
+_SPARE = ((0, 0, 128), (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 130, 200), (128, 0, 0), (170, 255, 195),
+          (220, 190, 255), (255, 215, 180), (60, 180, 75), (245, 130, 48))
+#: two legend colours closer than this (Euclidean RGB) are too alike to tell voxels apart while editing
+MIN_COLOR_DISTANCE = 60.0
+
+
+def _distance(a, b) -> float:
+    return sum((x - y) ** 2 for x, y in zip(a, b)) ** 0.5
 
 
 def legend(table: OrganTable) -> list[dict]:
-    """One entry per organ: name, label value, and a colour no other organ of the table has."""
-    used, out = set(), []
-    spare = iter(c for c in _SPARE)
+    """One entry per organ: name, label value, and a colour no other organ's is close to (the table's where it can be)."""
+    chosen: list[tuple[int, int, int]] = []
+    out = []
     for i, organ in enumerate(table.organs):
-        color = tuple(organ_color(organ.name, i))
-        while color in used:
-            color = next(spare, tuple((v * 7 + 31 * i) % 256 for v in color))
-        used.add(color)
+        color = VIEWER_COLORS.get(organ.name) or tuple(organ_color(organ.name, i))
+        if any(_distance(color, c) < MIN_COLOR_DISTANCE for c in chosen):
+            far = [c for c in _SPARE if all(_distance(c, d) >= MIN_COLOR_DISTANCE for d in chosen)]
+            color = far[0] if far else tuple((37 * (i + 1) * k) % 256 for k in (3, 5, 7))
+        chosen.append(color)
         out.append({"name": organ.name, "value": int(organ.value), "color": list(color)})
     return out
 
@@ -171,4 +186,4 @@ def slicer_file(image_id: str, name: str, request: Request) -> Response:
     return FileResponse(path, media_type="application/octet-stream", filename=f"{package.case_id}_{package.package_id}.seg.nrrd")
 
 
-__all__ = ["SLICER_FILES", "VOLUMES", "WINDOWS", "legend", "package_regions", "router"]
+__all__ = ["MIN_COLOR_DISTANCE", "SLICER_FILES", "VIEWER_COLORS", "VOLUMES", "WINDOWS", "legend", "package_regions", "router"]

@@ -34,6 +34,7 @@ from alqa_core.io.nifti import read_label
 from alqa_core.workspace import WorkspaceLayout
 from alqa_dagster.defs.automation import ROUND_ASSETS
 from alqa_dagster.serve.headers import CSP
+from alqa_dagster.serve.viewer import MIN_COLOR_DISTANCE
 
 from .conftest import make_resources
 from .test_campaign import external_campaign
@@ -98,7 +99,9 @@ def test_a_case_opens_from_a_manifest_with_volumes_under_their_hash_and_regions_
     manifest = json.loads(body)
     table = load_campaign(s.cfg).organ_table
     assert [o["name"] for o in manifest["organs"]] == list(table.names) and [o["value"] for o in manifest["organs"]] == list(table.values)
-    assert len({tuple(o["color"]) for o in manifest["organs"]}) == len(table)  # one colour per organ: the legend can tell kidneys apart
+    colors = [np.array(o["color"], float) for o in manifest["organs"]]
+    closest = min(np.linalg.norm(a - b) for i, a in enumerate(colors) for b in colors[i + 1:])
+    assert closest >= MIN_COLOR_DISTANCE, closest  # one colour per organ, none alike (Slicer's table gives both kidneys one)
     assert manifest["organs_to_fix"] == list(package.organs_to_fix) and manifest["image_id"] == f"{UNLABELED}.{package.package_id}"
     assert manifest["lease"] == {"state": "free"} and manifest["windows"]["liver"] == [150, 30]
     for kind, file in (("image", "image.nii.gz"), ("pseudo_label", "pseudo_label.nii.gz"), ("attention", "attention.nii.gz")):
