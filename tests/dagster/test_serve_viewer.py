@@ -247,13 +247,8 @@ def _click_voxel(driver, affine: np.ndarray, vox) -> None:
     """A real mouse click on the canvas where NiiVue draws voxel ``vox`` of the current axial slice."""
     from selenium.webdriver.common.action_chains import ActionBuilder
 
-    mm = (affine @ np.append(np.asarray(vox, float), 1.0))[:3].tolist()
-    x, y = driver.execute_script(
-        "const nv = window.alqa.viewer.nv; const pos = nv.frac2canvasPos(nv.mm2frac(arguments[0]));"
-        "const r = nv.canvas.getBoundingClientRect(); const k = nv.canvas.width / r.width;"
-        "return [r.left + pos[0] / k, r.top + pos[1] / k];", mm)
     action = ActionBuilder(driver)
-    action.pointer_action.move_to_location(int(round(x)), int(round(y)))
+    action.pointer_action.move_to_location(*_canvas_point(driver, affine, vox))
     action.pointer_action.click()
     action.perform()
 
@@ -382,6 +377,69 @@ def test_a_refused_upload_shows_its_reason_on_the_page_and_the_case_is_open_agai
         driver.quit()
 
 
+def test_fill_and_remove_on_purpose_reach_the_submission_as_voxels_and_emptied_organs(workstation, tmp_path):
+    """Fill: an outline dragged with the fill tool is filled on release. Remove on purpose: the organ goes, named in emptied_organs."""
+    from selenium.webdriver.common.action_chains import ActionBuilder
+
+    s = workstation
+    table = load_campaign(s.cfg).organ_table
+    case = next(k for k in _queue_cases(s) if not _answered(s, k))
+    package = _queued(s, case)
+    img = nib.load(package.pseudo_label_path)
+    pseudo, affine = np.asarray(img.dataobj), img.affine
+    removed = next(o for o in ("spleen", "kidney_left", "kidney_right") if (pseudo == table.value_of(o)).any())
+    driver = browser()
+    try:
+        wait = _log_in(driver, s, "dr_b")
+        _open(driver, wait, case)
+        k = pseudo.shape[2] // 2
+        centre_mm = (affine @ np.array([pseudo.shape[0] // 2, pseudo.shape[1] // 2, k, 1.0]))[:3].tolist()
+        driver.execute_script("const nv = window.alqa.viewer.nv; nv.scene.crosshairPos = nv.mm2frac(arguments[0]); nv.drawScene();", centre_mm)
+        # a 7x7-voxel square outline, dragged with the fill tool in gallbladder: the inside is filled too
+        corners = [(pseudo.shape[0] // 2 - 3 + di, pseudo.shape[1] // 2 - 3 + dj, k) for di, dj in ((0, 0), (6, 0), (6, 6), (0, 6), (0, 0))]
+        driver.find_element("css selector", "#legend button[data-organ='gallbladder']").click()
+        _key(driver, "f")
+        points = [_canvas_point(driver, affine, c) for c in corners]
+        action = ActionBuilder(driver)
+        action.pointer_action.move_to_location(*points[0]).pointer_down()
+        for p in points[1:]:
+            action.pointer_action.move_to_location(*p)
+        action.pointer_action.pointer_up()
+        action.perform()
+        wait.until(lambda b: b.execute_script("return window.alqa.editor.undoStack.length") == 1)
+        driver.find_element("css selector", f"#legend button[data-organ='{removed}']").click()
+        driver.find_element("id", "remove-organ").click()
+        assert removed in driver.find_element("id", "edit-state").text
+        driver.find_element("id", "save-button").click()
+        wait.until(lambda b: "Received" in b.find_element("id", "message").text)
+        entry = re.search(r"inbox entry (\S+)\)", driver.find_element("id", "message").text).group(1)
+    finally:
+        driver.quit()
+    meta = json.loads((s.layout.inbox / f"{entry}.json").read_text())
+    assert meta["emptied_organs"] == [removed] and meta["annotator"] == "dr_b" and meta["package"] == package.package_id
+    assert meta["segments"] == {str(o.value): o.name for o in table.organs}  # the file's values named by organ
+    saved = np.asarray(nib.load(s.layout.inbox / f"{entry}.nii.gz").dataobj)
+    ci, cj = pseudo.shape[0] // 2, pseudo.shape[1] // 2
+    assert (saved[ci - 2:ci + 3, cj - 2:cj + 3, k] == table.value_of("gallbladder")).all()  # the inside, not only the outline
+    assert not (saved == table.value_of(removed)).any()
+    outside = np.ones(saved.shape, bool)
+    outside[ci - 4:ci + 5, cj - 4:cj + 5, k] = False
+    outside &= pseudo != table.value_of(removed)
+    np.testing.assert_array_equal(saved[outside], pseudo[outside])  # nothing else changed
+    _tick(s)
+    verdict = verdict_of(s.layout, entry)
+    assert verdict["status"] == "accepted", verdict  # emptied on purpose is no reason to refuse
+
+
+def _canvas_point(driver, affine: np.ndarray, vox) -> tuple[int, int]:
+    mm = (affine @ np.append(np.asarray(vox, float), 1.0))[:3].tolist()
+    x, y = driver.execute_script(
+        "const nv = window.alqa.viewer.nv; const pos = nv.frac2canvasPos(nv.mm2frac(arguments[0]));"
+        "const r = nv.canvas.getBoundingClientRect(); const k = nv.canvas.width / r.width;"
+        "return [r.left + pos[0] / k, r.top + pos[1] / k];", mm)
+    return int(round(x)), int(round(y))
+
+
 def _answered(s: Served, case: str) -> bool:
     subs = s.catalog.read("submissions")
     return not subs.empty and bool(((subs.case_id == case) & (subs.status == "accepted")).any())
@@ -489,8 +547,8 @@ def test_skipping_niivues_unused_gradient_volume_changes_no_pixel(workstation):
             driver.execute_script(f"AlqaViewer.skipUnusedGradient = {skip}; window.alqaViewerTiming = null;")
             _open(driver, wait, case)
             pictures.append(driver.execute_script(grab))
-            slimmed = driver.execute_script("return window.alqa.viewer.nv.rgbaTex !== niivue.Niivue.prototype.rgbaTex")
-            assert slimmed == (skip == "true")  # the two pictures really come from the two configurations
+            slimmed = driver.execute_script("return window.alqa.viewer.nv.alqaSlimTextures")
+            assert (slimmed >= 2) if skip == "true" else slimmed is None, slimmed  # the two pictures come from the two configurations
         assert pictures[0] == pictures[1] and pictures[0][1] > 100_000, pictures  # identical, and not a blank canvas
         _csp_clean(driver)
     finally:

@@ -80,9 +80,12 @@ class AlqaViewer {
   // the rest of NiiVue is untouched (benchmarks/bench_serve.py --viewer times both ways).
   static slimGradient(nv) {
     const rgbaTex = nv.rgbaTex.bind(nv);
+    nv.alqaSlimTextures = 0;
     nv.rgbaTex = (texture, unit, dims, isInit = false) => {
       const unused = nv.opts.gradientAmount === 0 && nv.opts.gradientOpacity === 0;
-      if (unused && (unit === TEXTURE6_GRADIENT || unit === TEXTURE8_GRADIENT_TEMP) && dims.length === 4 && dims[3] > 2) {
+      // dims: a NIfTI dims array ([ndim, x, y, z, ...]); NiiVue's 2x2x2 placeholders are left alone
+      if (unused && (unit === TEXTURE6_GRADIENT || unit === TEXTURE8_GRADIENT_TEMP) && dims.length >= 4 && dims[1] * dims[2] > 4) {
+        nv.alqaSlimTextures++;
         return rgbaTex(texture, unit, [dims[0], 1, 1, dims[3]], isInit);
       }
       return rgbaTex(texture, unit, dims, isInit);
