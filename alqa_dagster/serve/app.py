@@ -13,10 +13,12 @@ import json
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
 
 from alqa_core.annotation.intake.annotators import list_annotators
-from alqa_dagster.serve import auth, monai, worklist
+from alqa_dagster.serve import auth, monai, viewer, worklist
+from alqa_dagster.serve.headers import SecurityHeaders
 from alqa_dagster.serve.state import ServeSettings, ServeState, is_loopback
 
 #: routes that read their own (large) bodies, each with its own limit
@@ -80,13 +82,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(monai.router)
     app.include_router(worklist.router)
-    app.mount("/worklist", StaticFiles(directory=worklist.STATIC, html=True), name="worklist")
+    app.include_router(viewer.router)
+    # the page's own files (NiiVue's bundle is 2.3 MB) compressed for clients that accept it; API answers are not
+    # (MONAI Label's client parses its multipart answers from the raw socket)
+    app.mount("/worklist", GZipMiddleware(StaticFiles(directory=worklist.STATIC, html=True), minimum_size=1024, compresslevel=6), name="worklist")
 
     @app.get("/", include_in_schema=False)
     def root():
         return RedirectResponse("/worklist/")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals by the guards above carry the headers too
     return app
 
 

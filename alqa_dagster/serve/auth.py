@@ -50,7 +50,7 @@ def token_annotator(state: ServeState, token: str) -> str | None:
     name, credential_id, expiry, mac = parts
     if not hmac.compare_digest(mac, _mac(state.key, f"{name}.{credential_id}.{expiry}")):
         return None
-    if not expiry.isdigit() or int(expiry) < time.time():
+    if not expiry.isdigit() or int(expiry) < time.time() or state.logged_out(mac):
         return None
     current = active_annotator(state.layout.annotators, name)
     return name if current is not None and current.credential_id == credential_id else None
@@ -99,6 +99,17 @@ def auth_token(request: Request, form: OAuth2PasswordRequestForm = Depends()) ->
     if found is None:
         raise HTTPException(401, "incorrect annotator name or token", headers=UNAUTHORIZED)
     return {"access_token": issue_token(state, found.name, found.credential_id), "token_type": "bearer"}
+
+
+@router.post("/auth/logout")
+def logout(request: Request, who: str = Depends(annotator)) -> dict:
+    """End the caller's access token now (the worklist's "Log out"); other tokens of the same annotator live on."""
+    state = state_of(request)
+    token = bearer(request)
+    if token is not None:
+        _, _, expiry, mac = token.split(".")
+        state.log_out(mac, float(expiry))
+    return {"username": who, "logged_out": True}
 
 
 @router.get("/auth/token/valid")

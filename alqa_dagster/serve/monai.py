@@ -256,6 +256,7 @@ async def save_label(request: Request, image: str, tag: str = "final", who: str 
             entry = await anyio.to_thread.run_sync(_write_entry, state, ref.case_id, package.package_id if package else "", who, label_file, suffix, params)
         except AlqaInputError as exc:
             raise HTTPException(400, exc.reason) from None
+    state.leases.release(ref.case_id, who)  # answered: the reader's hold on the case ends
     return {"image": image, "label": image, "entry": entry.name, "case_id": ref.case_id, "package_id": package.package_id if package else "",
             "annotator": who, "status": "received",
             "message": f"Received: alqa's submissions sensor validates it on its next tick (inbox entry {entry.name})."}

@@ -2,8 +2,9 @@
 
 Nothing here is written to disk: the server's only writes are inbox entries
 and QA grades, through alqa_core. The key signs access tokens and image
-capabilities (:mod:`.ids`), so both die with the process; leases only steer
-two annotators who ask for "Next sample" together to different cases.
+capabilities (:mod:`.ids`), so both die with the process, as do logouts
+(tokens ended before their time). Leases (:mod:`.leases`) steer readers who
+ask for "Next sample" together to different cases and say who holds a case.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from alqa_core.annotation.intake.worklist import Worklist, read_worklist, workli
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.workspace import WorkspaceLayout
+from alqa_dagster.serve.leases import Leases
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ class ServeState:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.key = secrets.token_bytes(32)
-        self._leases: dict[str, tuple[str, float]] = {}
+        self.leases = Leases(settings.lease_minutes)
+        #: access tokens ended by a logout before their expiry: MAC -> expiry (dropped once expired)
+        self._logged_out: dict[str, float] = {}
         self._checksums: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -78,16 +82,20 @@ class ServeState:
         with self._lock:
             if key is not None and self._worklist is not None and self._worklist[0] == key:
                 return self._worklist[1]
-        con = getattr(self._local, "duckdb", None)
-        if con is None:  # one DuckDB connection per worker thread: opening one costs more than the reads
-            import duckdb
-
-            con = self._local.duckdb = duckdb.connect(":memory:")
-        work = read_worklist(self.catalog, self.layout.inbox, con)
+        work = read_worklist(self.catalog, self.layout.inbox, self.duckdb())
         if key is not None:
             with self._lock:
                 self._worklist = (key, work)
         return work
+
+    def duckdb(self):
+        """This worker thread's DuckDB connection: opening one costs more than the reads it serves."""
+        con = getattr(self._local, "duckdb", None)
+        if con is None:
+            import duckdb
+
+            con = self._local.duckdb = duckdb.connect(":memory:")
+        return con
 
     def derived(self, name: str, work: Worklist, build):
         """``build(work)``, computed once per worklist (e.g. the JSON of ``/datastore/?output=all``)."""
@@ -101,15 +109,22 @@ class ServeState:
         return value
 
     def hold(self, case_id: str, annotator: str) -> None:
-        with self._lock:
-            self._leases[case_id] = (annotator, time.monotonic() + self.settings.lease_minutes * 60)
+        self.leases.hold(case_id, annotator)
 
     def held_by(self) -> dict[str, str]:
-        now = time.monotonic()
+        return self.leases.held_by()
+
+    def log_out(self, mac: str, expiry: float) -> None:
+        """End one access token now (the page's "Log out"); remembered until it would have expired anyway."""
+        now = time.time()
         with self._lock:
-            for case_id in [c for c, (_, until) in self._leases.items() if until < now]:
-                del self._leases[case_id]
-            return {c: who for c, (who, _) in self._leases.items()}
+            for gone in [m for m, until in self._logged_out.items() if until < now]:
+                del self._logged_out[gone]
+            self._logged_out[mac] = expiry
+
+    def logged_out(self, mac: str) -> bool:
+        with self._lock:
+            return mac in self._logged_out
 
     def sha256(self, path: Path) -> str:
         """The file's sha256, computed once per (path, mtime, size): package files never change."""

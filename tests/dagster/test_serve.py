@@ -601,7 +601,7 @@ def test_the_worklist_in_chromium_logs_in_and_grades_a_case_by_key(served, tmp_p
         browser.find_element(By.ID, "login-token").send_keys(s.secrets["dr_a"])
         browser.find_element(By.ID, "login-button").click()
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#queue tbody tr")) == 3)
-        wait.until(lambda b: b.execute_script("const i = document.getElementById('case-preview'); return i.complete && i.naturalWidth > 0"))
+        wait.until(lambda b: b.find_element(By.ID, "open-button").is_enabled())  # a case is selected (the viewer: test_serve_viewer.py)
         status = browser.find_element(By.ID, "campaign-status").text
         assert "round 0" in status and "answered" in status and "pending" in status, status
         selected = browser.find_element(By.CSS_SELECTOR, "#queue tbody tr.selected").get_attribute("data-case")

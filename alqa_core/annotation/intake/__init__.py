@@ -7,7 +7,8 @@
 - :mod:`.store`: the immutable submission store, each accepted revision's label as validated, and the quarantine;
 - :mod:`.process`: one pass over the inbox (validate, record, store or quarantine), the sensor's job;
 - :mod:`.annotators`: annotator credentials, salted hashes only (``alqa annotators``);
-- :mod:`.worklist`: an annotator's view of the round's queue, what is answered or waiting, and the next case (``alqa serve``).
+- :mod:`.worklist`: an annotator's view of the round's queue, what is answered or waiting, and the next case (``alqa serve``);
+- :mod:`.verdicts`: an annotator's submissions with the sensor's verdict (waiting, accepted, accepted with flags, refused) and its reasons.
 """
 
 import lazy_loader as lazy
@@ -23,6 +24,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "segments": ["SKIPPED_SEGMENTS", "is_positional", "label_values", "needs_values", "parse_label_info", "positional_names", "segments_from_label_info", "to_positional"],
         "store": ["accepted_label_key", "move_into_store", "quarantine_entry", "quarantine_folder", "store_accepted", "store_label", "store_record", "stored_path"],
         "worklist": ["WorkItem", "Worklist", "inbox_waiting", "next_item", "read_worklist", "worklist_fingerprint"],
+        "verdicts": ["ACCEPTED", "DUPLICATE", "FLAGGED", "REFUSED", "SubmissionState", "WAITING", "annotator_submissions", "decided_submissions", "latest_by_case", "waiting_submissions"],
         "validation": ["Verdict", "apply_slice_revision", "check_revision", "slice_revision_problem", "validate_entry"],
     },
 )
