@@ -67,8 +67,9 @@ def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> 
             _over_chunks(instance, INGEST_ASSETS, todo, instance.get_dynamic_partitions("cases"), chunk, "ingest")
     catalog = Catalog(layout.catalog)
     counts = case_counts(catalog, index.cases)
+    refused = set(counts.refused)
     for r in open_case_errors(catalog, INGEST_STAGES).itertuples():
-        if r.case_id in set(counts.refused):
+        if r.case_id in refused:
             print(f"refused {r.case_id} [{r.stage}] {r.file}: {r.reason}")
     rest = f"; not ingested yet: {len(counts.not_tried)}" if counts.not_tried else ""
     print(f"cases found: {counts.found}; ingested: {len(counts.ingested)}; refused: {len(counts.refused)}{rest}")

@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,6 +164,11 @@ def test_a_campaign_uses_its_members_goes_on_without_a_failed_one_and_its_number
     [degraded] = [x for x in out.splitlines() if x.strip().startswith("PhUnlabeled_0000")]
     assert "toolC" in degraded and "went on with toolA, toolB" in degraded, out
     assert "old_model" not in "".join(errors.reason) and "old_model" not in out.split("never read")[-1]
+    with dg.DagsterInstance.get() as instance:  # the case's own metadata in the UI says so too
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("soft_predictions"), asset_partitions=["PhUnlabeled_0000"]), limit=1).records
+        meta = record.asset_materialization.metadata
+        assert "toolC" in meta["members_failed"].value and meta["went_on_with"].value == "toolA, toolB"
 
     # alqa round close: the status says the next round is what the campaign waits for, not a verdict
     code, out, _ = _run(["round", "close", "--reason", "dr_a is away"], capsys)
