@@ -266,7 +266,7 @@ def test_status_says_what_the_campaign_waits_for_in_every_round_state(tmp_path, 
     transition(cat, 2, "queued", "1 case queued", queued=1)
     cfg.write_text(cfg.read_text().replace("timeout_hours: null", "timeout_hours: 0.000001"))
     out = _status(capsys)
-    assert "timed out" in out and "round 3" in out and "waiting for 1 of 1" not in out, out
+    assert "timed out" in out and "round 3" in out and "waiting for 1 of 1" not in out and "verdict" not in out, out
     cfg.write_text(cfg.read_text().replace("timeout_hours: 0.000001", "timeout_hours: null"))
 
     # the top case confirmed: converged, nothing left to wait for

@@ -85,7 +85,8 @@ class CampaignStatus:
         if s.converged:
             lines.append("CONVERGED: " + (self.next.reason if self.next is not None else f"in round {s.round_index}: {s.record.reason if s.record else ''}"))
         else:
-            if s.decision is not None and s.state in ("queued", "answered"):  # the top case's verdict: what converges the campaign
+            closing = self.next is not None and self.next.close is not None  # timed out: nobody waits for a verdict any more
+            if s.decision is not None and s.state in ("queued", "answered") and not closing:  # the top case's verdict converges the campaign
                 lines.append("not converged: " + s.decision.reason)
             if self.next is not None:
                 lines.append(_next_line(self.next))
