@@ -108,8 +108,8 @@ def run_per_case(
     return CaseBatch(done, failed)
 
 
-def _open_rows(catalog: Catalog, stages: tuple[str, ...] | None, members: bool) -> pd.DataFrame:
-    frame = catalog.read(TABLE)
+def _open_rows(catalog: Catalog, stages: tuple[str, ...] | None, members: bool, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    frame = catalog.read(TABLE) if frame is None else frame
     if frame.empty:
         return pd.DataFrame(columns=list(COLUMNS))
     frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *COLUMNS])))  # rows written before a column existed
@@ -130,6 +130,12 @@ def member_failures(catalog: Catalog) -> pd.DataFrame:
     """The open member failures: one row per (case, stage, member) whose file could not be used, and the case went on
     with the members ``went_on_with``; oldest first."""
     return _open_rows(catalog, None, members=True)
+
+
+def read_case_errors(catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(:func:`open_case_errors`, :func:`member_failures`) from one read of the table."""
+    frame = catalog.read(TABLE)
+    return _open_rows(catalog, None, False, frame), _open_rows(catalog, None, True, frame)
 
 
 def failed_cases(catalog: Catalog, stages: tuple[str, ...] | None = INGEST_STAGES) -> set[str]:
@@ -171,12 +177,13 @@ class CaseCounts:
         return f"{self.found} cases found: {len(self.ingested)} ingested, {len(self.refused)} refused{rest}"
 
 
-def case_counts(catalog: Catalog, found: Iterable[str] | None = None) -> CaseCounts:
+def case_counts(catalog: Catalog, found: Iterable[str] | None = None, errors: pd.DataFrame | None = None) -> CaseCounts:
     """Ingested cases (a ``cases`` row and no open ingest error) and refused ones (an open ingest error; a case whose
     scan was read but whose label was refused has a ``cases`` row too). With ``found`` (the datasets' cases), the
-    cases the datasets no longer list are left out and those never tried are counted."""
+    cases the datasets no longer list are left out and those never tried are counted. ``errors``: the open errors,
+    when the caller has read them already."""
     cases = catalog.read("cases")
-    refused = failed_cases(catalog)
+    refused = failed_cases(catalog) if errors is None else set(errors[errors.stage.isin(INGEST_STAGES)].case_id)
     ingested = {str(c) for c in (cases.case_id if not cases.empty else ())} - refused
     if found is not None:
         keep = {str(c) for c in found}
@@ -185,4 +192,4 @@ def case_counts(catalog: Catalog, found: Iterable[str] | None = None) -> CaseCou
     return CaseCounts(tuple(sorted(ingested)), tuple(sorted(refused)))
 
 
-__all__ = ["CaseBatch", "CaseCounts", "run_per_case", "COLUMNS", "INGEST_STAGES", "TABLE", "case_counts", "clear_case_error", "failed_cases", "fixed_cases", "member_failures", "open_case_errors", "record_case_error", "source_fingerprint"]
+__all__ = ["CaseBatch", "CaseCounts", "run_per_case", "COLUMNS", "INGEST_STAGES", "TABLE", "case_counts", "clear_case_error", "failed_cases", "fixed_cases", "member_failures", "open_case_errors", "read_case_errors", "record_case_error", "source_fingerprint"]

@@ -17,7 +17,7 @@ from typing import Mapping
 import pandas as pd
 
 from alqa_core.annotation.labelled.rounds import RoundState, round_state, what_next
-from alqa_core.case_errors import CaseCounts, case_counts, member_failures, open_case_errors
+from alqa_core.case_errors import CaseCounts, case_counts, read_case_errors
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.ingest.dataset import unlisted_prediction_folders
@@ -120,11 +120,12 @@ def _predicted(catalog: Catalog, round_index: int) -> tuple[str, ...]:
 def campaign_status(layout: WorkspaceLayout, config: CampaignConfig | None = None) -> CampaignStatus:
     """Where the campaign stands; with ``config``, also the prediction folders no member names and the round timeout."""
     cat = Catalog(layout.catalog)
-    counts = case_counts(cat)
+    errors, failed_members = read_case_errors(cat)
+    counts = case_counts(cat, errors=errors)
     state = round_state(cat)
     unlisted = unlisted_prediction_folders([d.path for d in config.datasets], config.member_names) if config is not None else {}
     return CampaignStatus(
-        str(layout.root), len(counts.ingested), state, tuple(read_rounds(cat)), cat.read("submissions"), cat.read("effort"), open_case_errors(cat),
-        counts=counts, failed_members=member_failures(cat), next=what_next(cat, config.rounds.timeout_hours if config is not None else None),
+        str(layout.root), len(counts.ingested), state, tuple(read_rounds(cat)), cat.read("submissions"), cat.read("effort"), errors,
+        counts=counts, failed_members=failed_members, next=what_next(cat, config.rounds.timeout_hours if config is not None else None, state=state),
         unlisted=unlisted, predicted=_predicted(cat, state.round_index) if state.round_index >= 0 else (),
     )
