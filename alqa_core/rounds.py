@@ -244,7 +244,7 @@ def decide(
     if state == "converged":
         return RoundDecision(f"campaign converged in round {t}: {record.reason}", done=True)
     if state in IN_FLIGHT:
-        return RoundDecision(f"round {t} is {state}: its run did not finish; run it again", run=t)
+        return RoundDecision(f"round {t} is {state} (attempt {record.attempts}): its run did not finish; run it again", run=t)
     close, close_reason = None, ""
     if state == "queued":
         queued_at = record.entered_at.get("queued")
@@ -256,7 +256,9 @@ def decide(
                                  else f"round {t}: every queued case is answered; waiting for its answers to be reassembled")
     if waiting:
         return RoundDecision(f"round {t}: {waiting} accepted submissions not reassembled yet", close=close, close_reason=close_reason)
-    return RoundDecision(f"round {t} is {'closed' if close is not None else state}: round {t + 1}", run=t + 1, close=close, close_reason=close_reason)
+    if close is not None:
+        return RoundDecision(f"round {t} {close_reason}: close it, then round {t + 1}", run=t + 1, close=close, close_reason=close_reason)
+    return RoundDecision(f"round {t} is {state}: round {t + 1} is next", run=t + 1)
 
 
 __all__ = [

@@ -69,7 +69,7 @@ def run_demo(root: Path, n_cases: int = 24, start_ui: bool = True, port: int = 3
             progress(f"round 0 ran before: {decision.reason}")
         from alqa_core.annotation.labelled.status import campaign_status
 
-        status = campaign_status(layout)
+        status = campaign_status(layout, cfg)
         progress("round 0 done:\n" + status.render())
     if not start_ui:
         progress.done(f"demo finished without UI; workspace {cfg.workspace_root}")

@@ -16,7 +16,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from alqa_core.annotation.labelled.rounds import close_round, what_next
-from alqa_core.case_errors import INGEST_STAGES, failed_cases, fixed_cases, open_case_errors
+from alqa_core.case_errors import INGEST_STAGES, case_counts, failed_cases, fixed_cases, open_case_errors
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.ingest.cases import index_campaign
@@ -65,10 +65,14 @@ def ingest(config: CampaignConfig, layout: WorkspaceLayout, chunk: int = 50) -> 
         print(f"{len(new)} new case(s), {len(fixed)} refused case(s) with a changed file; {len(todo)} to ingest")
         if todo:
             _over_chunks(instance, INGEST_ASSETS, todo, instance.get_dynamic_partitions("cases"), chunk, "ingest")
-    refused = open_case_errors(Catalog(layout.catalog), INGEST_STAGES)
-    for r in refused.itertuples():
-        print(f"refused {r.case_id} [{r.stage}] {r.file}: {r.reason}")
-    print(f"ingested cases: {len(Catalog(layout.catalog).read('cases')) - refused.case_id.nunique()}; refused: {refused.case_id.nunique()}")
+    catalog = Catalog(layout.catalog)
+    counts = case_counts(catalog, index.cases)
+    refused = set(counts.refused)
+    for r in open_case_errors(catalog, INGEST_STAGES).itertuples():
+        if r.case_id in refused:
+            print(f"refused {r.case_id} [{r.stage}] {r.file}: {r.reason}")
+    rest = f"; not ingested yet: {len(counts.not_tried)}" if counts.not_tried else ""
+    print(f"cases found: {counts.found}; ingested: {len(counts.ingested)}; refused: {len(counts.refused)}{rest}")
     return 0
 
 
@@ -105,7 +109,7 @@ def run_round(layout: WorkspaceLayout, chunk: int = 50, config: CampaignConfig |
         _over_chunks(instance, ROUND_CASES, cases, keys, chunk, f"round {t}: predict, attention, reassemble", tags)
         print(f"round {t}: priority list, queue, evaluation")
         materialize(instance, ROUND_END, tags=tags)
-    print(campaign_status(layout).render())
+    print(campaign_status(layout, config).render())
     return 0
 
 
@@ -117,11 +121,19 @@ def reassemble(layout: WorkspaceLayout, chunk: int = 50) -> int:
     from alqa_dagster.runner import ensure_dagster_home
 
     ensure_dagster_home()
+    catalog = Catalog(layout.catalog)
+    counts = case_counts(catalog)
     with dg.DagsterInstance.get() as instance:
         keys = instance.get_dynamic_partitions("cases")
-        cases = [k for k in keys if k not in failed_cases(Catalog(layout.catalog))]
+        ingested = set(counts.ingested)
+        cases = [k for k in keys if k in ingested]
         _over_chunks(instance, REVISION_ASSETS, cases, keys, chunk, "reassemble")
-    print(f"reassembled {sum(layout.reassembled_label(c).exists() for c in cases)} of {len(cases)} ingested cases")
+    without = [c for c in counts.ingested if not layout.reassembled_label(c).exists()]
+    unpredicted = failed_cases(catalog, ("soft_predictions",))
+    why = ", ".join(f"{c} (refused at prediction)" if c in unpredicted else f"{c} (not predicted yet)" for c in without)
+    print(counts.render())
+    print(f"reassembled {len(counts.ingested) - len(without)} of {len(counts.ingested)} ingested cases ({len(without)} without a label"
+          + (f": {why})" if without else ")"))
     return 0
 
 

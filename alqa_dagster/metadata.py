@@ -53,6 +53,14 @@ def refusals(context: dg.AssetExecutionContext, failed: Mapping[str, Mapping]) -
         context.add_asset_metadata({"refused": f"{row['file']}: {row['reason']}"}, partition_key=case_id)
 
 
+def went_on_without(context: dg.AssetExecutionContext, cases: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> None:
+    """Each case that went on without a failed member (case -> (members kept, each failure rendered)): a warning in
+    the run's log and both on its partition's metadata."""
+    for case_id, (kept, lost) in cases.items():
+        context.log.warning(f"case {case_id} went on with {', '.join(kept)}, without a failed member: {'; '.join(lost)}")
+        context.add_asset_metadata({"members_failed": "; ".join(lost), "went_on_with": ", ".join(kept)}, partition_key=case_id)
+
+
 def _column_type(series: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(series):
         return "bool"

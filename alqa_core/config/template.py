@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 TEMPLATE = """\
 # alqa campaign config. Relative paths are relative to this file's folder.
@@ -40,7 +41,7 @@ external_members: {external_members}
 #  - name: totalseg
 #    folder: /data/totalseg_predictions
 #    class_map: total
-
+{found_members}
 preprocess:
   spacing_mm: [{spacing}, {spacing}, {spacing}]   # 1.5 for real use
   hu_min: -175.0
@@ -116,8 +117,14 @@ def render_template(
     lr: float | None = None,
     lr_schedule: str = "constant",
     qa_epochs: int = 200,
+    found_members: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """The template; ``found_members`` (name, class map) are prediction folders found in the datasets, offered
+    commented out under ``external_members`` (a folder no member names is never read)."""
     ds = "".join(f"  - path: {p}\n" for p in datasets)
+    found = "".join(f"#  - name: {n}\n#    class_map: {c}\n" for n, c in found_members)
+    if found:
+        found = "# Found under the datasets' predictions/, not members until you uncomment them:\n" + found
     arch = "".join(f"  - name: {a[0]}\n    size: {a[1]}\n    members: {a[2] if len(a) > 2 else 1}\n" for a in architectures) or "  []\n"
     return TEMPLATE.format(
         name=name,
@@ -134,6 +141,7 @@ def render_template(
         lr="null" if lr is None else repr(float(lr)),
         lr_schedule=lr_schedule,
         qa_epochs=qa_epochs,
+        found_members=found,
     )
 
 

@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy.attach(
         "inference": ["McResult", "PreparedNetwork", "binary_entropy", "effective_roi", "mc_dropout_predict", "mc_member_name", "predict_batch", "predict_batch_from_checkpoints", "predict_probabilities", "prepare_network"],
         "members": ["MEMBERS_FILE", "MemberInfo", "load_ensemble", "load_preprocessed", "members_path", "organs_with_few_members", "write_members"],
         "networks": ["BUILDERS", "build_network", "has_dropout"],
-        "predict": ["Predictions", "predict_cases", "predict_round"],
+        "predict": ["MIN_MEMBERS", "MemberFailure", "Predictions", "STAGE", "predict_cases", "predict_round"],
         "pseudo_labels": ["case_pseudo_label", "latest_pseudo_round", "pseudo_label", "read_case_pseudo_label", "write_case_pseudo_label"],
     },
 )

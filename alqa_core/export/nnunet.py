@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alqa_core.case_errors import failed_cases
+from alqa_core.case_errors import CaseCounts, case_counts
 from alqa_core.catalog import Catalog
 from alqa_core.config.campaign import CampaignConfig
 from alqa_core.errors import AlqaInputError
@@ -35,11 +35,17 @@ class ExportResult:
     cases: tuple[str, ...]
     missing: tuple[str, ...]
     coverage: pd.DataFrame  # per organ: cases by source
+    #: the campaign's cases as ``alqa status`` counts them
+    counts: CaseCounts | None = None
 
     def render(self) -> str:
         lines = [f"exported {len(self.cases)} cases to {self.root} (nnU-Net v2 raw layout, provenance.csv, organ_summary.csv, README.md)"]
         if self.missing:
             lines.append(f"left out (no reassembled label, --partial): {', '.join(self.missing)}")
+        if self.counts is not None:
+            c = self.counts
+            lines.append(f"{c.found} cases found: {len(c.ingested)} ingested ({len(self.cases)} exported, {len(c.ingested) - len(self.cases)} left out), "
+                         f"{len(c.refused)} refused")
         lines.append("per organ, cases by source:")
         lines += ["  " + line for line in self.coverage.to_string(index=False).splitlines()]
         return "\n".join(lines)
@@ -47,9 +53,7 @@ class ExportResult:
 
 def export_cases(layout: WorkspaceLayout, catalog: Catalog) -> tuple[list[str], list[str]]:
     """(ingested cases with a reassembled label, ingested cases without one)."""
-    cases = catalog.read("cases")
-    refused = failed_cases(catalog)
-    ingested = sorted(c for c in (cases.case_id if not cases.empty else ()) if c not in refused)
+    ingested = case_counts(catalog).ingested
     have = [c for c in ingested if layout.reassembled_label(c).exists()]
     return have, [c for c in ingested if c not in set(have)]
 
@@ -85,7 +89,7 @@ def export_nnunet(layout: WorkspaceLayout, out: Path, config: CampaignConfig, na
         atomic_write_text(tmp / "provenance.csv", prov.to_csv(index=False))
         atomic_write_text(tmp / "organ_summary.csv", coverage.to_csv(index=False))
         atomic_write_text(tmp / "README.md", dataset_card(name, config, catalog, cases, missing, prov, coverage))
-    return ExportResult(out, tuple(cases), tuple(missing) if partial else (), coverage)
+    return ExportResult(out, tuple(cases), tuple(missing) if partial else (), coverage, case_counts(catalog))
 
 
 __all__ = ["ExportResult", "export_cases", "export_nnunet"]

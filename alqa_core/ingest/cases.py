@@ -8,6 +8,7 @@ label is remapped onto the organ table on the same grid. These are the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from alqa_core.config.campaign import CampaignConfig
 from alqa_core.config.sections import PreprocessConfig
 from alqa_core.errors import AlqaInputError
 from alqa_core.ingest.case_files import load_case_image, load_case_label_report
-from alqa_core.ingest.dataset import CaseRecord, DatasetRecord, ExternalPredictionRecord, read_datasets
+from alqa_core.ingest.dataset import CaseRecord, DatasetRecord, ExternalPredictionRecord, read_datasets, read_prediction_folder, unlisted_by_name
 from alqa_core.ingest.preprocess import preprocess_ct
 from alqa_core.io.atomic import atomic_write_bytes, atomic_write_text
 from alqa_core.io.nifti import read_ct, read_grid, read_label, write_ct, write_label, write_nifti
@@ -57,6 +58,11 @@ class CampaignIndex:
     def predictions_of(self, case_id: str) -> tuple[ExternalPredictionRecord, ...]:
         return tuple(p for p in self.dataset_of(case_id).predictions if p.case_id == case_id)
 
+    @property
+    def unlisted_predictions(self) -> dict[str, tuple[Path, ...]]:
+        """Folder name under ``<dataset>/predictions/`` that no member names -> where it is (never read)."""
+        return unlisted_by_name(d.unlisted_predictions for d in self.datasets)
+
     def cases_frame(self) -> pd.DataFrame:
         """Rows for the catalog's ``cases`` table."""
         return pd.DataFrame([case_row(c) for c in self.cases.values()], columns=list(CASE_COLUMNS))
@@ -86,8 +92,27 @@ def member_class_maps(config: CampaignConfig) -> dict[str, ClassMap]:
 
 
 def index_campaign(config: CampaignConfig) -> CampaignIndex:
-    """Scan the campaign's datasets (cheap: listings and dataset.json only)."""
-    return CampaignIndex(read_datasets([d.path for d in config.datasets], config.organ_table, member_class_maps(config)))
+    """Scan the campaign's datasets (cheap: listings and dataset.json only).
+
+    The ensemble's external members are exactly ``config.external_members``: each is read from its ``folder`` when
+    it names one, else from ``<dataset>/predictions/<name>/`` of every dataset. Other folders under ``predictions/``
+    are listed (:attr:`CampaignIndex.unlisted_predictions`) and never read.
+    """
+    maps = member_class_maps(config)
+    elsewhere = {m.name: m.folder for m in config.external_members if m.folder is not None}
+    in_datasets = {name: cmap for name, cmap in maps.items() if name not in elsewhere}
+    datasets = read_datasets([d.path for d in config.datasets], config.organ_table, in_datasets, named=tuple(elsewhere))
+    if elsewhere:
+        owner = {case_id: i for i, d in enumerate(datasets) for case_id in d.case_ids}
+        extra: dict[int, list[ExternalPredictionRecord]] = {}
+        for name, folder in elsewhere.items():
+            for rec in read_prediction_folder(folder, name, maps[name], owner):
+                extra.setdefault(owner[rec.case_id], []).append(rec)
+        datasets = tuple(
+            dataclasses.replace(d, predictions=tuple(sorted((*d.predictions, *extra.get(i, ())), key=lambda r: (r.member, r.case_id))))
+            for i, d in enumerate(datasets)
+        )
+    return CampaignIndex(datasets)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Layout (see DESIGN.md, "Input dataset")::
     <root>/imagesTs/<case>_0000.nii.gz   (same)
     <root>/labelsTr/<case>.nii.gz        partial labels: the organs named in ``labels``
     <root>/predictions/<member>/<case>.nii.gz   external predictions (label map or
-                                     4D probabilities), optional member.json {"class_map": ...}
+                                     4D probabilities), optional member.json {"class_map": ...};
+                                     in a campaign, only the folders its members name are read
 
 Nothing here ever writes into the dataset folder. Records are frozen
 dataclasses; volumes are loaded on demand by :mod:`alqa_core.ingest.case_files`. An external prediction record is
@@ -80,6 +81,8 @@ class DatasetRecord:
     named_values: tuple[int, ...] = ()
     #: the class-map preset the dataset declares ("alqa": {"class_map": ...}); its other values are dropped knowingly
     preset: str | None = None
+    #: folders under ``predictions/`` that no member of the campaign names: listed, never read
+    unlisted_predictions: tuple[Path, ...] = ()
 
     @property
     def case_ids(self) -> tuple[str, ...]:
@@ -273,25 +276,73 @@ def read_prediction_folder(
     return tuple(records)
 
 
-def _scan_predictions(
-    root: Path, case_ids: set[str], own: ClassMap, members: Mapping[str, ClassMap] | None
-) -> tuple[ExternalPredictionRecord, ...]:
-    folder = root / PREDICTIONS_FOLDER
-    if not folder.exists():
+def prediction_folders(root: str | Path) -> tuple[Path, ...]:
+    """The member folders under ``<root>/predictions/`` (none if it has no such folder)."""
+    folder = Path(root) / PREDICTIONS_FOLDER
+    if not folder.is_dir():
         return ()
-    records: list[ExternalPredictionRecord] = []
-    for entry in _entries(folder):
+    entries = _entries(folder)
+    for entry in entries:
         if not entry.is_dir():
             raise AlqaInputError(entry, f"{PREDICTIONS_FOLDER}/ holds one folder per member, not files")
+    return tuple(entries)
+
+
+def unlisted_by_name(folders: Iterable[Iterable[Path]]) -> dict[str, tuple[Path, ...]]:
+    """Prediction folders (groups of them, one per dataset) by member name: each name once, with where it is."""
+    out: dict[str, list[Path]] = {}
+    for group in folders:
+        for folder in group:
+            out.setdefault(Path(folder).name, []).append(Path(folder))
+    return {name: tuple(paths) for name, paths in sorted(out.items())}
+
+
+def unlisted_prediction_folders(roots: Iterable[str | Path], named: Iterable[str]) -> dict[str, tuple[Path, ...]]:
+    """Folders under the datasets' ``predictions/`` that no member in ``named`` names, by name: listings only (no
+    dataset.json, no prediction file is read), and a dataset folder that is gone is skipped."""
+    named = set(named)
+    groups = []
+    for root in roots:
+        folder = Path(root) / PREDICTIONS_FOLDER
+        if folder.is_dir():
+            groups.append([p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".") and p.name not in named])
+    return unlisted_by_name(groups)
+
+
+def member_json_class_map(folder: str | Path) -> str | None:
+    """The class-map preset a member folder's ``member.json`` names, if it has one."""
+    meta_path = Path(folder) / MEMBER_JSON
+    if not meta_path.exists():
+        return None
+    preset = _preset(meta_path, _read_json(meta_path, MEMBER_JSON), MEMBER_JSON)
+    return None if preset is None else preset.name
+
+
+def _scan_predictions(
+    root: Path, case_ids: set[str], own: ClassMap, members: Mapping[str, ClassMap] | None, named: set[str]
+) -> tuple[tuple[ExternalPredictionRecord, ...], tuple[Path, ...]]:
+    """(the predictions of the members read from this dataset, the folders no member names).
+
+    ``members`` None: a dataset read on its own, every folder is a member (class map from its ``member.json``, else
+    the dataset's own). Given (a campaign's): exactly those members are read; a folder that ``members`` and
+    ``named`` (members read from a folder of their own) do not name is listed, never read.
+    """
+    records: list[ExternalPredictionRecord] = []
+    unlisted: list[Path] = []
+    for entry in prediction_folders(root):
         member = entry.name
-        if members is not None and member in members:
+        if members is not None and member not in members:
+            if member not in named:
+                unlisted.append(entry)
+            continue
+        if members is not None:
             class_map = members[member]
         else:
             meta_path = entry / MEMBER_JSON
             block = _read_json(meta_path, MEMBER_JSON) if meta_path.exists() else None
             class_map = _preset(meta_path, block, MEMBER_JSON) or own
         records.extend(read_prediction_folder(entry, member, class_map, case_ids))
-    return tuple(sorted(records, key=lambda r: (r.member, r.case_id)))
+    return tuple(sorted(records, key=lambda r: (r.member, r.case_id))), tuple(unlisted)
 
 
 # --------------------------------------------------------------------------
@@ -300,9 +351,15 @@ def _scan_predictions(
 
 
 def read_dataset(
-    root: str | Path, table: OrganTable = DEFAULT_ORGAN_TABLE, members: Mapping[str, ClassMap] | None = None
+    root: str | Path, table: OrganTable = DEFAULT_ORGAN_TABLE, members: Mapping[str, ClassMap] | None = None,
+    named: Iterable[str] = (),
 ) -> DatasetRecord:
-    """Scan one nnU-Net v2 raw dataset (never writing to it) into a :class:`DatasetRecord`."""
+    """Scan one nnU-Net v2 raw dataset (never writing to it) into a :class:`DatasetRecord`.
+
+    ``members`` (a campaign's external members read from ``<root>/predictions/<name>/``, with their class maps): only
+    their folders are read; any other folder there that ``named`` (members read from elsewhere) does not name either
+    is listed in ``unlisted_predictions`` and never read. None: every folder there is a member.
+    """
     root = Path(root)
     if not root.is_dir():
         raise AlqaInputError(root, "dataset folder does not exist" if not root.exists() else "dataset path is not a folder")
@@ -327,16 +384,18 @@ def read_dataset(
         )
         for case_id, (split, path, fmt) in sorted(images.items())
     )
-    predictions = _scan_predictions(root, set(images), class_map, members)
-    named = tuple(sorted(set(labels.values())))
-    return DatasetRecord(root.name, root, class_map, annotated, unknown, file_ending, cases, predictions, named, None if preset is None else preset.name)
+    predictions, unlisted = _scan_predictions(root, set(images), class_map, members, set(named))
+    values = tuple(sorted(set(labels.values())))
+    return DatasetRecord(root.name, root, class_map, annotated, unknown, file_ending, cases, predictions, values, None if preset is None else preset.name, unlisted)
 
 
 def read_datasets(
-    roots: Iterable[str | Path], table: OrganTable = DEFAULT_ORGAN_TABLE, members: Mapping[str, ClassMap] | None = None
+    roots: Iterable[str | Path], table: OrganTable = DEFAULT_ORGAN_TABLE, members: Mapping[str, ClassMap] | None = None,
+    named: Iterable[str] = (),
 ) -> tuple[DatasetRecord, ...]:
     """Read several datasets; a case id in two of them is an error (case ids are partition keys)."""
-    records = tuple(read_dataset(r, table, members) for r in roots)
+    named = tuple(named)
+    records = tuple(read_dataset(r, table, members, named) for r in roots)
     owner: dict[str, DatasetRecord] = {}
     for record in records:
         for case_id in record.case_ids:
@@ -349,13 +408,30 @@ def read_datasets(
     return records
 
 
+def survey_datasets(roots: Iterable[str | Path], table: OrganTable = DEFAULT_ORGAN_TABLE) -> tuple[DatasetRecord, ...]:
+    """The datasets a new campaign names (``alqa init``): each must be a dataset that holds images, else AlqaInputError
+    naming it. No member is named yet, so every folder under ``predictions/`` is listed (``unlisted_predictions``),
+    none is read."""
+    records = read_datasets(roots, table, members={})
+    for record in records:
+        if not record.cases:
+            folders = " and ".join(f"{f}/" for _, f in SPLIT_FOLDERS if (record.root / f).is_dir())
+            raise AlqaInputError(record.root, f"dataset holds no images ({folders} empty): nothing to annotate")
+    return records
+
+
 __all__ = [
     "CASE_ID_PATTERN",
     "CaseLabel",
     "CaseRecord",
     "DatasetRecord",
     "ExternalPredictionRecord",
+    "member_json_class_map",
+    "prediction_folders",
     "read_dataset",
     "read_datasets",
     "read_prediction_folder",
+    "survey_datasets",
+    "unlisted_by_name",
+    "unlisted_prediction_folders",
 ]

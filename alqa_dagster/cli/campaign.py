@@ -9,9 +9,28 @@ from alqa_dagster.cli.common import Progress, campaign_config, workspace_layout
 
 
 def cmd_init(args) -> int:
+    """Write the template, once every dataset given exists and holds images; offer the prediction folders found there."""
     from alqa_core.config.template import write_template
+    from alqa_core.errors import AlqaInputError
+    from alqa_core.ingest.dataset import member_json_class_map, survey_datasets, unlisted_by_name
 
-    path = write_template(Path(args.path), name=args.name, datasets=tuple(args.dataset) or ("/path/to/Dataset001_Example",))
+    datasets = [Path(d).expanduser().resolve() for d in args.dataset]
+    found = unlisted_by_name(d.unlisted_predictions for d in survey_datasets(datasets))
+    offered, notes = [], []
+    for name, folders in found.items():
+        class_map = "organ_table"  # what a member.json does not say: the user picks when they uncomment it
+        try:
+            class_map = next((c for c in map(member_json_class_map, folders) if c), class_map)
+        except AlqaInputError as exc:
+            notes.append(f"  {exc} (offered with class_map: {class_map})")
+        offered.append((name, class_map))
+    path = write_template(Path(args.path), name=args.name, datasets=tuple(map(str, datasets)) or ("/path/to/Dataset001_Example",),
+                          found_members=offered)
+    for name, folders in found.items():
+        print(f"found predictions/{name}/ in {len(folders)} dataset(s) ({', '.join(f.parent.parent.name for f in folders)}): "
+              f"not an ensemble member until external_members names it (offered in {path.name}, commented out)")
+    for note in notes:
+        print(note)
     print(f"wrote {path}; edit it, then: export ALQA_CAMPAIGN={path.resolve()}")
     return 0
 
@@ -49,7 +68,7 @@ def cmd_reassemble(args) -> int:
 def cmd_status(args) -> int:
     from alqa_core.annotation.labelled.status import campaign_status
 
-    print(campaign_status(workspace_layout()).render())
+    print(campaign_status(workspace_layout(), campaign_config()).render())
     return 0
 
 

@@ -9,7 +9,7 @@ from alqa_core.ensemble.members import organs_with_few_members
 from alqa_core.ensemble.predict import predict_round
 from alqa_core.rounds import current_round
 from alqa_dagster.defs.training import model_checkpoints
-from alqa_dagster.metadata import refusals, run_summary
+from alqa_dagster.metadata import refusals, run_summary, went_on_without
 from alqa_dagster.policies import CASE_BATCHES, GPU_TAGS, cases_partitions
 from alqa_dagster.resources import DeviceResource, WorkspaceResource
 
@@ -36,9 +36,12 @@ def soft_predictions(
     cfg, layout, cat = workspace.open()
     round_index = current_round(cat)
     result = predict_round(layout, cat, cfg, list(preprocessed_volumes), round_index, device.device_name())
-    rows = [{"case_id": c, "members": ", ".join(i.name for i in infos), **_few_members(context, cfg, c, infos)} for c, infos in result.members.items()]
-    run_summary(context, rows, round=round_index, refused=len(result.errors))
+    failed = {c: result.failed_members[c] for c in result.members if c in result.failed_members}
+    rows = [{"case_id": c, "members": ", ".join(i.name for i in infos), "members_failed": ", ".join(f.member for f in failed.get(c, ())),
+             **_few_members(context, cfg, c, infos)} for c, infos in result.members.items()]
+    run_summary(context, rows, round=round_index, refused=len(result.errors), went_on_without_a_member=len(failed))
     refusals(context, {c: {"stage": "soft_predictions", "file": "", "reason": r} for c, r in result.errors.items()})
+    went_on_without(context, {c: ([i.name for i in result.members[c]], [f.render() for f in lost]) for c, lost in failed.items()})
 
 
 def _few_members(context, cfg: CampaignConfig, case_id: str, infos) -> dict:

@@ -39,7 +39,7 @@ def test_ingest_round_submit_wait_reassemble_export(tmp_path, phantom_campaign, 
     monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     assert main(["ingest", "--chunk", "2"]) == 0
-    assert "ingested cases: 5; refused: 0" in capsys.readouterr().out
+    assert "cases found: 5; ingested: 5; refused: 0" in capsys.readouterr().out
     assert main(["round", "--chunk", "2"]) == 0
     layout, cat = WorkspaceLayout(tmp_path / "ws"), Catalog(tmp_path / "ws" / "catalog")
     state = round_state(cat)

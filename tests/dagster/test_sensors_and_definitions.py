@@ -60,7 +60,8 @@ def test_new_cases_are_ingested_in_runs_of_batch_cases_per_run(tmp_path, phantom
 
 
 def test_cli_init_submit_confirm_status(tmp_path, phantom_campaign, monkeypatch, capsys):
-    assert alqa(["init", str(tmp_path / "c.yaml"), "--dataset", str(phantom_campaign / "datasets" / "x")]) == 0
+    assert alqa(["init", str(tmp_path / "c.yaml"), "--dataset", str(phantom_campaign / "datasets" / "x")]) == 2  # no such dataset
+    assert alqa(["init", str(tmp_path / "c.yaml"), "--dataset", str(phantom_campaign / "datasets" / "Dataset001_PhantomFull")]) == 0
     assert alqa(["init", str(tmp_path / "c.yaml")]) == 2  # never overwrites
     cfg_path = campaign_yaml(tmp_path, phantom_campaign)
     monkeypatch.setenv("ALQA_CAMPAIGN", str(cfg_path))
@@ -72,7 +73,7 @@ def test_cli_init_submit_confirm_status(tmp_path, phantom_campaign, monkeypatch,
     assert alqa(["submit", "PhFull_0000", "--label", str(label), "--annotator", "dr_a/x"]) == 2  # one line, no traceback
     assert len(list((tmp_path / "ws" / "inbox").glob("*.json"))) == 1
     assert alqa(["status"]) == 0
-    assert "no round started yet" in capsys.readouterr().out
+    assert "no round has started yet" in capsys.readouterr().out
 
 
 def test_dagster_definitions_validate(tmp_path, phantom_campaign):

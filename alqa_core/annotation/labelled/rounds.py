@@ -102,9 +102,10 @@ def close_round(catalog: Catalog, reason: str) -> RoundRecord:
     return transition(catalog, s.round_index, "closed", f"{reason} (unanswered, back to the pool: {pending})")
 
 
-def what_next(catalog: Catalog, timeout_hours: float | None = None, now: datetime | None = None) -> RoundDecision:
-    """What the round loop does next (:func:`alqa_core.rounds.decide` on the catalog's facts); the round sensor and ``alqa round`` act on it."""
-    s = round_state(catalog)
+def what_next(catalog: Catalog, timeout_hours: float | None = None, now: datetime | None = None, state: RoundState | None = None) -> RoundDecision:
+    """What the round loop does next (:func:`alqa_core.rounds.decide` on the catalog's facts); the round sensor and ``alqa round`` act on it.
+    ``state``: :func:`round_state` of ``catalog``, when the caller has it already."""
+    s = round_state(catalog) if state is None else state
     waiting = awaiting_reassembly(catalog, s.round_index) if s.record is not None else set()
     return decide(s.record, len(s.pending), len(s.queue), len(waiting), timeout_hours, now)
 
